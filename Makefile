@@ -1,0 +1,38 @@
+# Integration Hub: the commands a newcomer needs. Everything runs from .venv, made here if missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+.PHONY: install demo run test lint format bench manage clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: embedded PostgreSQL + Redis, migrations, demo users, then web + worker + beat (Ctrl-C stops all)
+demo: install
+	PORT=$(PORT) $(BIN)/python -m integration_hub.demo
+
+## test: the whole suite on embedded PostgreSQL and Redis, with a real worker and headless Chromium
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## manage: any manage.py command with the embedded services, e.g. make manage ARGS="createsuperuser"
+manage: install
+	$(BIN)/python -m integration_hub.devservices run -- $(BIN)/python manage.py $(ARGS)
+
+clean:
+	rm -rf var/test .pytest_cache staticfiles

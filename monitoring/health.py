@@ -1,0 +1,60 @@
+"""Health of the hub's own parts: database, Redis and the scheduler's heartbeat.
+
+One function serves /healthz and `manage.py healthcheck`, so the load balancer and the container
+health checks judge the same way.
+"""
+
+from dataclasses import asdict, dataclass
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .models import Heartbeat
+
+
+@dataclass
+class Component:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_database() -> Component:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return Component("database", True, "reachable")
+    except Exception as exc:  # any driver error means "down" here
+        return Component("database", False, type(exc).__name__)
+
+
+def check_redis() -> Component:
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        client.ping()
+        return Component("redis", True, "reachable")
+    except redis.RedisError as exc:
+        return Component("redis", False, type(exc).__name__)
+
+
+def check_scheduler(now=None) -> Component:
+    try:
+        beat = Heartbeat.objects.filter(name=Heartbeat.SCHEDULER).first()
+    except Exception as exc:
+        return Component("scheduler", False, f"cannot read heartbeat: {type(exc).__name__}")
+    if beat is None:
+        return Component("scheduler", False, "no heartbeat recorded yet")
+    age = beat.age_seconds(now or timezone.now())
+    return Component(
+        "scheduler", age <= settings.SCHEDULER_STALE_AFTER_S, f"last heartbeat {round(age)} s ago"
+    )
+
+
+CHECKS = {"database": check_database, "redis": check_redis, "scheduler": check_scheduler}
+
+
+def run_checks(names: list[str] | None = None) -> tuple[bool, list[dict]]:
+    components = [CHECKS[name]() for name in (names or CHECKS)]
+    return all(c.ok for c in components), [asdict(c) for c in components]

@@ -1,0 +1,653 @@
+"""The one way the hub talks to a Moodle site's REST web services.
+
+Every attempt goes through the site's shared throttle and circuit breaker, is reported to the
+audit hook, and is retried only when the failure is transient or maintenance. List-valued calls
+are split below the site's ``max_input_vars`` so PHP never drops part of a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import redis as redis_lib
+
+from . import errors
+from .audit import CallRecord, redact, scrub
+from .breaker import PROBE_FUNCTION, Breaker, BreakerConfig, BreakerState, ChangeCallback
+from .encoding import flatten, split_params
+from .errors import BreakerOpen, MoodleError, SeamError, classify
+from .throttle import LocalThrottle, Throttle, ThrottleSettings
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT = "/webservice/rest/server.php"
+EXCERPT_CHARS = 200
+
+# The list parameter each call is split on when it would exceed max_input_vars.
+SPLIT_PARAM = {
+    "core_user_get_users_by_field": "values",
+    "core_user_create_users": "users",
+    "core_user_update_users": "users",
+    "core_user_delete_users": "userids",
+    "core_cohort_create_cohorts": "cohorts",
+    "core_cohort_get_cohorts": "cohortids",
+    "core_cohort_add_cohort_members": "members",
+    "core_cohort_delete_cohort_members": "members",
+    "core_cohort_get_cohort_members": "cohortids",
+    "enrol_manual_enrol_users": "enrolments",
+    "enrol_manual_unenrol_users": "enrolments",
+}
+
+HUB_FUNCTIONS = (
+    "core_webservice_get_site_info",
+    "core_user_get_users_by_field",
+    "core_user_get_users",
+    "core_user_create_users",
+    "core_user_update_users",
+    "core_user_delete_users",
+    "core_cohort_create_cohorts",
+    "core_cohort_get_cohorts",
+    "core_cohort_add_cohort_members",
+    "core_cohort_delete_cohort_members",
+    "core_cohort_get_cohort_members",
+    "enrol_manual_enrol_users",
+    "enrol_manual_unenrol_users",
+    "core_enrol_get_enrolled_users",
+    "core_course_get_courses_by_field",
+)
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """The call budget for one site (defaults from what a 2-core Moodle 5.1 bears)."""
+
+    max_concurrent: int = 2
+    min_spacing_ms: float = 150
+    calls_per_minute: int = 90
+    max_input_vars: int = 5000
+    max_wait_s: float = 300
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request (the first included); backoff is full jitter on ``base_s * 2**n``."""
+
+    attempts: int = 4
+    base_s: float = 1.0
+    cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts counts the first try, so it must be at least 1")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 5.0
+    read_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One record a batch call did not apply, from Moodle's warnings."""
+
+    itemid: int | None
+    warningcode: str
+    message: str
+    item: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """``core_user_update_users``: each user is its own transaction, so some may fail."""
+
+    updated_ids: list[int]
+    failures: list[ItemFailure]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Whether the token can do a run: its functions, and proof that look-ups are not blind."""
+
+    ok: bool
+    sitename: str = ""
+    release: str = ""
+    version: str = ""
+    username: str = ""
+    userid: int | None = None
+    functions: list[str] = field(default_factory=list)
+    missing_functions: list[str] = field(default_factory=list)
+    can_see_users: bool = False
+    problems: list[str] = field(default_factory=list)
+    error_category: str | None = None
+
+
+CallCallback = Callable[[CallRecord], None]
+
+
+class MoodleClient:
+    """A client for one Moodle site. Build one per site and reuse it: it holds the HTTP pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        site: str = "default",
+        limits: SiteLimits | None = None,
+        redis: redis_lib.Redis | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerConfig | None = None,
+        timeouts: Timeouts | None = None,
+        transport: httpx.BaseTransport | None = None,
+        on_call: CallCallback | None = None,
+        on_breaker_change: ChangeCallback | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.site = site
+        self.limits = limits or SiteLimits()
+        self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self._token = token
+        self._on_call = on_call
+        self._sleep = sleep
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self._functions: frozenset[str] | None = None
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            transport=transport,
+            timeout=httpx.Timeout(self.timeouts.read_s, connect=self.timeouts.connect_s),
+            limits=httpx.Limits(max_connections=max(2, self.limits.max_concurrent)),
+            headers={"Accept": "application/json"},
+        )
+        throttle_settings = ThrottleSettings(
+            max_concurrent=self.limits.max_concurrent,
+            min_spacing_ms=self.limits.min_spacing_ms,
+            calls_per_minute=self.limits.calls_per_minute,
+            max_wait_s=self.limits.max_wait_s,
+            lease_s=self.timeouts.connect_s + self.timeouts.read_s + 30,
+        )
+        breaker_config = breaker or BreakerConfig()
+        self._breaker_config = breaker_config
+        if redis is not None:
+            self.throttle: Throttle | LocalThrottle = Throttle(redis, site, throttle_settings)
+            self.breaker: Breaker | None = (
+                Breaker(redis, site, breaker_config, on_change=on_breaker_change)
+                if breaker_config.enabled
+                else None
+            )
+        else:
+            # Without Redis there is nothing to share a breaker through; the throttle still
+            # protects the site from this process.
+            self.throttle = LocalThrottle(site, throttle_settings)
+            self.breaker = None
+
+    def __repr__(self) -> str:
+        return f"MoodleClient(site={self.site!r}, base_url={str(self._http.base_url)!r})"
+
+    def __enter__(self) -> MoodleClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the generic call ------------------------------------------------------------------
+
+    def call(self, wsfunction: str, **params: Any) -> Any:
+        """Call ``wsfunction``; list-valued calls are split and their answers merged.
+
+        If a later part of a split call fails, the raised ``MoodleError`` carries the merged
+        answers of the parts that succeeded in ``partial`` (they are applied in Moodle).
+        """
+        chunks = split_params(
+            params, SPLIT_PARAM.get(wsfunction), self.limits.max_input_vars, function=wsfunction
+        )
+        results = []
+        for chunk in chunks:
+            try:
+                results.append(self._call_with_retry(wsfunction, chunk))
+            except MoodleError as error:
+                if results:
+                    error.partial = _merge(results)
+                raise
+        return _merge(results)
+
+    def breaker_state(self) -> BreakerState | None:
+        return self.breaker.state() if self.breaker else None
+
+    def _call_with_retry(self, function: str, params: dict[str, Any]) -> Any:
+        for attempt in range(1, self.retry.attempts + 1):
+            self._pass_breaker()
+            result, error, _ = self._attempt(function, params, attempt)
+            if error is None:
+                return result
+            if not error.retryable or attempt == self.retry.attempts:
+                raise error
+            self._sleep(self.retry.delay(attempt, self._rng))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle_missing_record(self, error: MoodleError) -> None:
+        """Tell "no such function" (config) from "no such record" (data) for a missing-record error.
+
+        With debugging off both are ``invalidrecordunknown``; the token's function list decides.
+        """
+        if error.errorcode not in errors.MISSING_RECORD_CODES or error.function == PROBE_FUNCTION:
+            return
+        if self._functions is None:
+            try:
+                self.get_site_info()
+            except SeamError:
+                return
+        known = self._functions is not None and error.function in self._functions
+        error.category = classify(
+            errorcode=error.errorcode,
+            http_status=error.http_status,
+            message=error.message,
+            debuginfo=error.debuginfo,
+            function_known=known,
+        )
+
+    def _pass_breaker(self) -> None:
+        if self.breaker is None or not self.breaker.before_call():
+            return
+        try:
+            result, error, duration_ms = self._attempt(PROBE_FUNCTION, {}, 1, count_in_breaker=False)
+        except BaseException:
+            # Never leave the site half-open behind a probe that did not happen.
+            self.breaker.probe_finished(False, "probe could not be sent")
+            raise
+        limit = self._breaker_config.latency_p90_ms
+        if error is not None and error.retryable:
+            ok, reason = False, f"probe failed: {error}"
+        elif limit is not None and duration_ms > limit:
+            # A probe that is still slow would only reopen the breaker a few calls later.
+            ok, reason = False, f"probe slow: {duration_ms:.0f} ms > {limit:g} ms"
+        else:
+            ok, reason = True, f"probe answered in {duration_ms:.0f} ms"
+            if error is None:
+                self._remember_functions(result)
+        self.breaker.probe_finished(ok, reason)
+        if not ok:
+            raise BreakerOpen(self.site, reason)
+
+    def _attempt(
+        self, function: str, params: Mapping[str, Any], attempt: int, *, count_in_breaker: bool = True
+    ) -> tuple[Any, MoodleError | None, float]:
+        """One request: throttled, timed, classified, recorded. Returns (result, error, ms)."""
+        form = [
+            ("wstoken", self._token),
+            ("wsfunction", function),
+            ("moodlewsrestformat", "json"),
+            *flatten(params),
+        ]
+        body = urlencode(form)
+        result: Any = None
+        error: MoodleError | None = None
+        with self.throttle.slot():
+            started_at = datetime.now(UTC)
+            t0 = time.perf_counter()
+            try:
+                response = self._http.post(
+                    ENDPOINT,
+                    content=body.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                )
+                result, error = self._interpret(function, response)
+            except httpx.TimeoutException as exc:
+                error = MoodleError(errors.TRANSIENT, f"timed out ({type(exc).__name__})", function=function)
+            except httpx.TransportError as exc:
+                error = MoodleError(
+                    errors.TRANSIENT,
+                    f"connection failed ({type(exc).__name__}: {scrub(str(exc), self._token)})",
+                    function=function,
+                )
+            duration_ms = (time.perf_counter() - t0) * 1000
+        if error is not None:
+            self._settle_missing_record(error)
+        if self.breaker is not None and count_in_breaker:
+            self.breaker.record(failed=error is not None and error.retryable, duration_ms=duration_ms)
+        self._report(function, params, attempt, started_at, duration_ms, error)
+        return result, error, duration_ms
+
+    def _interpret(self, function: str, response: httpx.Response) -> tuple[Any, MoodleError | None]:
+        status = response.status_code
+        text = response.text
+        if status == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                return None, self._non_json(function, status, text, response)
+            if isinstance(data, dict) and "exception" in data and "errorcode" in data:
+                return None, self._moodle_error(function, status, data)
+            return data, None
+        category = classify(http_status=status, body=text)
+        detail = _excerpt(scrub(text, self._token)) or "empty body"
+        return None, MoodleError(
+            category,
+            f"HTTP {status} {response.reason_phrase}: {detail}",
+            http_status=status,
+            function=function,
+        )
+
+    def _non_json(self, function: str, status: int, text: str, response: httpx.Response) -> MoodleError:
+        kind = response.headers.get("content-type", "no content type")
+        return MoodleError(
+            classify(http_status=status, body=text),
+            f"answer is not JSON ({kind}): {_excerpt(scrub(text, self._token)) or 'empty body'}",
+            http_status=status,
+            function=function,
+        )
+
+    def _moodle_error(self, function: str, status: int, data: dict[str, Any]) -> MoodleError:
+        errorcode = _opt_str(data.get("errorcode"))
+        message = scrub(_opt_str(data.get("message")), self._token) or ""
+        debuginfo = scrub(_opt_str(data.get("debuginfo")), self._token)
+        known = function in self._functions if self._functions is not None else None
+        category = classify(
+            errorcode=errorcode,
+            http_status=status,
+            message=message,
+            debuginfo=debuginfo,
+            function_known=known,
+        )
+        return MoodleError(
+            category,
+            message,
+            exception=_opt_str(data.get("exception")),
+            errorcode=scrub(errorcode, self._token),
+            debuginfo=debuginfo,
+            http_status=status,
+            function=function,
+        )
+
+    def _report(
+        self,
+        function: str,
+        params: Mapping[str, Any],
+        attempt: int,
+        started_at: datetime,
+        duration_ms: float,
+        error: MoodleError | None,
+    ) -> None:
+        list_param = SPLIT_PARAM.get(function)
+        items = params.get(list_param) if list_param else None
+        record = CallRecord(
+            site=self.site,
+            function=function,
+            params=redact(params),
+            outcome="ok" if error is None else error.category,
+            errorcode=error.errorcode if error else None,
+            exception=error.exception if error else None,
+            http_status=error.http_status if error else 200,
+            duration_ms=round(duration_ms, 1),
+            attempt=attempt,
+            started_at=started_at,
+            message=str(error) if error else "",
+            items=len(items) if isinstance(items, Sequence) else 0,
+        )
+        if error is None:
+            logger.debug("Moodle %s %s ok in %.0f ms", self.site, function, duration_ms)
+        else:
+            logger.warning("Moodle %s attempt %d failed: %s", self.site, attempt, error)
+        if self._on_call is None:
+            return
+        try:
+            self._on_call(record)
+        except Exception:
+            # The audit hook must never turn a good call into a failed one.
+            logger.exception("on_call hook failed for %s %s", self.site, function)
+
+    def _remember_functions(self, info: Any) -> None:
+        if isinstance(info, dict) and isinstance(info.get("functions"), list):
+            self._functions = frozenset(
+                f["name"] for f in info["functions"] if isinstance(f, dict) and "name" in f
+            )
+
+    # -- typed helpers ---------------------------------------------------------------------
+
+    def get_site_info(self) -> dict[str, Any]:
+        """Site name, release, the token's user and the functions it may call."""
+        info = self.call("core_webservice_get_site_info")
+        self._remember_functions(info)
+        return info
+
+    def get_users_by_field(self, field: str, values: Iterable[Any]) -> list[dict[str, Any]]:
+        """Users whose ``field`` (id, idnumber, username, email) matches; only those found.
+
+        Email matching is exact and case-sensitive, and a token without capabilities gets ``[]``:
+        trust an empty answer only after ``preflight()``.
+        """
+        values = list(values)
+        if not values:
+            return []
+        return self.call("core_user_get_users_by_field", field=field, values=values) or []
+
+    def get_users(self, criteria: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``{"users": [...], "warnings": [...]}``; criteria as ``{"email": "%@x.org"}`` or key/values."""
+        if isinstance(criteria, Mapping):
+            criteria = [{"key": k, "value": v} for k, v in criteria.items()]
+        answer = self.call("core_user_get_users", criteria=list(criteria)) or {}
+        return {"users": answer.get("users", []), "warnings": answer.get("warnings", [])}
+
+    def create_users(self, users: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``[{"id": N, "username": ...}]``. Each request is all-or-nothing in Moodle."""
+        if not users:
+            return []
+        return self.call("core_user_create_users", users=list(users)) or []
+
+    def update_users(self, users: Sequence[Mapping[str, Any]]) -> UpdateResult:
+        """Update users (each needs ``id``); Moodle's warnings come back as per-user failures."""
+        if not users:
+            return UpdateResult(updated_ids=[], failures=[])
+        answer = self.call("core_user_update_users", users=list(users))
+        failures = _item_failures(answer)
+        failed = {f.itemid for f in failures}
+        sent = [int(u["id"]) for u in users if "id" in u]
+        return UpdateResult(updated_ids=[i for i in sent if i not in failed], failures=failures)
+
+    def delete_users(self, userids: Iterable[int]) -> None:
+        """Irreversible (username and email are scrambled): prefer ``update_users`` with suspended=1."""
+        userids = list(userids)
+        if userids:
+            self.call("core_user_delete_users", userids=userids)
+
+    def create_cohorts(self, cohorts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if not cohorts:
+            return []
+        return self.call("core_cohort_create_cohorts", cohorts=list(cohorts)) or []
+
+    def get_cohorts(self, cohortids: Iterable[int] = ()) -> list[dict[str, Any]]:
+        """The given cohorts, or every cohort when none are named."""
+        return self.call("core_cohort_get_cohorts", cohortids=list(cohortids)) or []
+
+    def add_cohort_members(self, members: Sequence[Mapping[str, Any]]) -> list[ItemFailure]:
+        """Members as ``cohort_member(cohortid, userid)``; returns the ones Moodle did not add.
+
+        Warning code "3" (already a member) is included: the caller decides whether it matters.
+        """
+        if not members:
+            return []
+        return _item_failures(self.call("core_cohort_add_cohort_members", members=list(members)))
+
+    def delete_cohort_members(self, members: Sequence[Mapping[str, Any]]) -> None:
+        """Members as ``{"cohortid": C, "userid": U}``; non-members are ignored by Moodle."""
+        if members:
+            self.call("core_cohort_delete_cohort_members", members=list(members))
+
+    def get_cohort_members(self, cohortids: Iterable[int]) -> list[dict[str, Any]]:
+        """``[{"cohortid": N, "userids": [...]}]`` — unpaged, so keep the id list short."""
+        cohortids = list(cohortids)
+        if not cohortids:
+            return []
+        return self.call("core_cohort_get_cohort_members", cohortids=cohortids) or []
+
+    def enrol_users(self, enrolments: Sequence[Mapping[str, Any]]) -> None:
+        """Enrolments as ``{"roleid", "userid", "courseid", ...}``; one unknown user fails the request."""
+        if enrolments:
+            self.call("enrol_manual_enrol_users", enrolments=list(enrolments))
+
+    def unenrol_users(self, enrolments: Sequence[Mapping[str, Any]]) -> None:
+        if enrolments:
+            self.call("enrol_manual_unenrol_users", enrolments=list(enrolments))
+
+    def get_enrolled_users(
+        self,
+        courseid: int,
+        *,
+        page_size: int | None = None,
+        onlyactive: bool | None = None,
+        userfields: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Everyone enrolled in a course, fetched in pages of ``page_size`` when given.
+
+        Paging uses ``limitnumber``: Moodle silently ignores the often-quoted ``limitnum``.
+        """
+        options: list[dict[str, Any]] = []
+        if onlyactive is not None:
+            options.append({"name": "onlyactive", "value": onlyactive})
+        if userfields:
+            options.append({"name": "userfields", "value": ",".join(userfields)})
+        if not page_size:
+            return self.call("core_enrol_get_enrolled_users", courseid=courseid, options=options) or []
+        users: list[dict[str, Any]] = []
+        while True:
+            paging = [{"name": "limitfrom", "value": len(users)}, {"name": "limitnumber", "value": page_size}]
+            page = (
+                self.call("core_enrol_get_enrolled_users", courseid=courseid, options=options + paging) or []
+            )
+            users.extend(page)
+            if len(page) < page_size:
+                return users
+
+    def get_courses_by_field(self, field: str = "", value: Any = "") -> list[dict[str, Any]]:
+        """Courses matching ``field`` (id, shortname, idnumber, ...), or all courses with no field."""
+        params = {"field": field, "value": value} if field else {}
+        answer = self.call("core_course_get_courses_by_field", **params) or {}
+        return answer.get("courses", [])
+
+    def preflight(self, needed_functions: Iterable[str] = HUB_FUNCTIONS) -> Preflight:
+        """Check before a run that the token works, has every needed function and can see users.
+
+        A token without the capability to view users gets ``[]`` from look-ups instead of an
+        error, so the service user looks itself up by id and its email must come back.
+        Problems with the token or the site's set-up are reported in the answer; a site that is
+        only unavailable for now (transient, maintenance, breaker open, no throttle slot) raises,
+        so the caller can wait and try again rather than blame the token.
+        """
+        try:
+            info = self.get_site_info()
+        except MoodleError as exc:
+            if exc.retryable:
+                raise
+            return Preflight(ok=False, problems=[f"site info failed: {exc}"], error_category=exc.category)
+        functions = sorted(self._functions or ())
+        missing = [f for f in needed_functions if f not in (self._functions or ())]
+        problems = [f"token lacks {', '.join(missing)}"] if missing else []
+        userid = info.get("userid")
+        can_see = False
+        category = None
+        if "core_user_get_users_by_field" not in functions:
+            problems.append("cannot look users up without core_user_get_users_by_field")
+        else:
+            try:
+                found = self.get_users_by_field("id", [userid])
+                can_see = bool(found) and bool(found[0].get("email"))
+                if not can_see:
+                    problems.append(
+                        "looking up the service user by id returned no email: look-ups would be "
+                        "silently empty (missing capabilities such as moodle/user:viewdetails)"
+                    )
+            except MoodleError as exc:
+                if exc.retryable:
+                    raise
+                category = exc.category
+                problems.append(f"look-up of the service user failed: {exc}")
+        return Preflight(
+            ok=not problems,
+            sitename=info.get("sitename", ""),
+            release=info.get("release", ""),
+            version=str(info.get("version", "")),
+            username=info.get("username", ""),
+            userid=userid,
+            functions=functions,
+            missing_functions=missing,
+            can_see_users=can_see,
+            problems=problems,
+            error_category=category,
+        )
+
+
+def cohort_member(cohortid: int, userid: int) -> dict[str, Any]:
+    """The shape ``core_cohort_add_cohort_members`` wants for one membership."""
+    return {
+        "cohorttype": {"type": "id", "value": cohortid},
+        "usertype": {"type": "id", "value": userid},
+    }
+
+
+def _item_failures(answer: Any) -> list[ItemFailure]:
+    warnings = answer.get("warnings", []) if isinstance(answer, dict) else []
+    return [
+        ItemFailure(
+            itemid=_opt_int(w.get("itemid")),
+            warningcode=str(w.get("warningcode", "")),
+            message=str(w.get("message", "")),
+            item=str(w.get("item", "")),
+        )
+        for w in warnings
+        if isinstance(w, dict)
+    ]
+
+
+def _merge(results: list[Any]) -> Any:
+    """Join the answers of a split call: lists concatenate, dicts merge their lists."""
+    if len(results) == 1:
+        return results[0]
+    present = [r for r in results if r is not None]
+    if not present:
+        return None
+    if all(isinstance(r, list) for r in present):
+        return [item for r in present for item in r]
+    if all(isinstance(r, dict) for r in present):
+        merged: dict[str, Any] = {}
+        for r in present:
+            for key, value in r.items():
+                if isinstance(value, list):
+                    merged.setdefault(key, []).extend(value)
+                else:
+                    merged.setdefault(key, value)
+        return merged
+    return present
+
+
+def _excerpt(text: str | None) -> str:
+    return " ".join((text or "").split())[:EXCERPT_CHARS]
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -35,4 +35,4 @@ manage: install
 	$(BIN)/python -m integration_hub.devservices run -- $(BIN)/python manage.py $(ARGS)
 
 clean:
-	rm -rf var/test .pytest_cache staticfiles
+	rm -rf var/test-* .pytest_cache staticfiles

@@ -4,14 +4,18 @@ real worker and beat processes some tests start."""
 import os
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connections
 
-from integration_hub.testing import PASSWORD
-from sync.models import MoodleSite
+from integration_hub.testing import HUB_TOKEN, MAPPING, PASSWORD, Moodle, person, write_csv
+from simulator.app import SimConfig, create_app
+from sync.choices import RemovedPolicy, TokenStatus
+from sync.models import MoodleSite, ServiceToken, SyncSource
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -93,3 +97,49 @@ def page(browser, live_server):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def clean_redis():
+    """Throttle, breaker and lock state from one test must not leak into the next."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("hub:*"):
+        client.delete(key)
+    yield client
+
+
+@pytest.fixture
+def moodle() -> Moodle:
+    sim = Moodle(create_app(SimConfig(seed=7), control=True))
+    sim.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    return sim
+
+
+@pytest.fixture
+def people_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 31)])
+
+
+@pytest.fixture
+def sync_site(db, clean_redis, people_csv) -> MoodleSite:
+    """A site with generous limits (the throttle is tested on its own) and the CSV source above."""
+    site = MoodleSite.objects.create(
+        slug="north",
+        name="North Campus",
+        base_url="http://moodle.test",
+        min_spacing_ms=0,
+        calls_per_minute=100_000,
+        max_concurrent_calls=4,
+        batch_size=10,
+    )
+    token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
+    token.set_token(HUB_TOKEN)
+    token.save()
+    SyncSource.objects.create(
+        site=site,
+        kind="csv",
+        config={"path": str(people_csv), "id_column": "employee_id"},
+        mapping=MAPPING,
+        removed_policy=RemovedPolicy.SUSPEND,
+    )
+    return site

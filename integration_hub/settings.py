@@ -58,7 +58,6 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_TZ = True
 LANGUAGE_CODE = "en"
 USE_I18N = False
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -170,6 +169,35 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+
+# Circuit breaker per Moodle site (shared in Redis): it opens when, over the window, transient errors pass
+# the rate (after a minimum of calls) or the p90 latency passes the limit; after the cool-down one probe.
+MOODLE_BREAKER = {
+    "window_s": env.float("BREAKER_WINDOW_S", default=60.0),
+    "min_calls": env.int("BREAKER_MIN_CALLS", default=10),
+    "error_rate": env.float("BREAKER_ERROR_RATE", default=0.5),
+    "latency_p90_ms": env.float("BREAKER_LATENCY_P90_MS", default=2000.0),
+    "cooldown_s": env.float("BREAKER_COOLDOWN_S", default=60.0),
+}
+# Moodle calls: attempts per request (the first included) for transient errors, and the backoff.
+MOODLE_RETRY = {
+    "attempts": env.int("MOODLE_RETRY_ATTEMPTS", default=4),
+    "base_s": env.float("MOODLE_RETRY_BASE_S", default=1.0),
+    "cap_s": env.float("MOODLE_RETRY_CAP_S", default=30.0),
+}
+MOODLE_TIMEOUTS = {
+    "connect_s": env.float("MOODLE_CONNECT_TIMEOUT_S", default=5.0),
+    "read_s": env.float("MOODLE_READ_TIMEOUT_S", default=60.0),
+}
+
+# Run locks: a run's lock expires this long after its worker stopped renewing it.
+RUN_LOCK_TTL_S = env.int("RUN_LOCK_TTL_S", default=60)
+# A run that meets Moodle's maintenance mode waits this long before trying again.
+MAINTENANCE_BACKOFF_S = env.int("MAINTENANCE_BACKOFF_S", default=300)
+# A run whose look-up failed after every retry waits this long before trying the batch again.
+TRANSIENT_BACKOFF_S = env.float("TRANSIENT_BACKOFF_S", default=30.0)
+# Uploaded source files (CSV uploads on the Start-a-run page).
+UPLOAD_DIR = Path(env.str("UPLOAD_DIR", default=str(BASE_DIR / "var" / "uploads")))
 
 # The scheduler is called silent when its heartbeat task has not finished for this long.
 SCHEDULER_STALE_AFTER_S = env.int("SCHEDULER_STALE_AFTER_S", default=180)

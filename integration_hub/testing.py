@@ -1,4 +1,15 @@
-"""Helpers the tests share (fixtures live in conftest.py)."""
+"""Helpers the tests share (fixtures live in conftest.py): accounts, a source of people, the simulated
+Moodle's control API."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from simulator.app import SimulatorApp
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - test accounts only
 
@@ -10,3 +21,83 @@ def sign_in(page, username: str, password: str = PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_load_state()
+
+
+HUB_TOKEN = "hub-token-0123456789abcdef"  # noqa: S105 - the simulator's test token
+FIELDS = ["employee_id", "login", "first", "last", "mail", "dept", "city", "lang"]
+MAPPING = {
+    "match_key": "idnumber",
+    "auth": "manual",
+    "fields": {
+        "username": {"source": "login", "transforms": ["strip", "lowercase"]},
+        "email": {"source": "mail", "transforms": ["strip"]},
+        "firstname": "first",
+        "lastname": "last",
+        "department": "dept",
+        "city": {"source": "city", "update": "create"},
+        "lang": "lang",
+    },
+}
+
+
+def person(n: int, **overrides: str) -> dict[str, str]:
+    row = {
+        "employee_id": f"E{n:05d}",
+        "login": f"user{n:05d}",
+        "first": ["Łucja", "Mateo", "Thu", "Ayşe", "Jürgen", "Renée"][n % 6],
+        "last": f"Nowak-{n}",
+        "mail": f"user{n:05d}@example.edu",
+        "dept": ["Nursing", "History", "Physics"][n % 3],
+        "city": "Gdańsk",
+        "lang": "en",
+    }
+    row.update(overrides)
+    return row
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@dataclass
+class Moodle:
+    """The simulated Moodle behind the site, with its control API."""
+
+    app: SimulatorApp
+
+    @property
+    def transport(self) -> httpx.WSGITransport:
+        return httpx.WSGITransport(app=self.app)
+
+    def control(self, method: str, path: str, json=None):
+        with httpx.Client(transport=self.transport, base_url="http://moodle.test") as client:
+            response = client.request(method, f"/_sim/{path}", json=json)
+            response.raise_for_status()
+            return response.json()
+
+    def users(self, *, include_deleted: bool = False) -> list[dict]:
+        users = self.control("GET", "users")["users"]
+        return [u for u in users if include_deleted or not u.get("deleted")]
+
+    def people(self) -> dict[str, dict]:
+        """Users created for source people (idnumber set), by idnumber."""
+        found: dict[str, dict] = {}
+        for user in self.users():
+            if user.get("idnumber"):
+                assert user["idnumber"] not in found, f"idnumber {user['idnumber']} exists twice in Moodle"
+                found[user["idnumber"]] = user
+        return found
+
+    def stats(self) -> dict:
+        return self.control("GET", "stats")
+
+    def reset_stats(self) -> None:
+        self.control("POST", "reset")
+
+    def write_calls(self) -> int:
+        calls = self.stats()["calls"]
+        return sum(n for fn, n in calls.items() if fn.startswith(("core_user_create", "core_user_update")))

@@ -30,3 +30,105 @@ class Heartbeat(models.Model):
 
     def age_seconds(self, now=None) -> float:
         return ((now or timezone.now()) - self.last_finished_at).total_seconds()
+
+
+class CallLog(models.Model):
+    """One attempt at one Moodle call: the audit trail Moodle's own logs lack.
+
+    Parameters are a redacted summary (no token, no password, long lists cut to a sample), so a row can
+    be shown to any operator. The error pages and rates are aggregates over these rows.
+    """
+
+    site = models.ForeignKey("sync.MoodleSite", on_delete=models.CASCADE, related_name="calls")
+    run = models.ForeignKey(
+        "sync.SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="call_logs"
+    )
+    function = models.CharField(max_length=100)
+    params = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=20, help_text="ok, or the error category")
+    errorcode = models.CharField(max_length=200, blank=True)
+    exception = models.CharField(max_length=200, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField()
+    attempt = models.PositiveSmallIntegerField(default=1)
+    items = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["site", "-started_at"], name="call_site_started"),
+            models.Index(fields=["outcome", "-started_at"], name="call_outcome_started"),
+            models.Index(fields=["run", "-started_at"], name="call_run_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function} {self.outcome} at {self.started_at:%H:%M:%S}"
+
+
+class BreakerEvent(models.Model):
+    """A transition of a site's circuit breaker (closed → open → half-open → closed), with its reason."""
+
+    site = models.ForeignKey("sync.MoodleSite", on_delete=models.CASCADE, related_name="breaker_events")
+    old_state = models.CharField(max_length=20)
+    new_state = models.CharField(max_length=20)
+    reason = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["site", "-at"], name="breaker_site_at")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id}: {self.old_state} -> {self.new_state}"
+
+
+class Alert(models.Model):
+    """A problem an operator should know about, one row per problem (not per occurrence).
+
+    While a problem is open, repeats only bump `count` and `last_seen_at`; when it clears the row is
+    resolved. The partial unique constraint on `key` is what de-duplicates across workers.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        RESOLVED = "resolved", "Resolved"
+
+    class Severity(models.TextChoices):
+        CRITICAL = "critical", "Critical"
+        WARNING = "warning", "Warning"
+
+    key = models.CharField(max_length=200, help_text="Identifies the problem, e.g. auth:north.")
+    kind = models.CharField(max_length=50)
+    site = models.ForeignKey(
+        "sync.MoodleSite", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    run = models.ForeignKey(
+        "sync.SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.CRITICAL)
+    status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
+    title = models.CharField(max_length=300)
+    detail = models.TextField(blank=True, help_text="What happened and what to do next.")
+    count = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"], condition=~models.Q(status="resolved"), name="one_unresolved_alert_per_key"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "-last_seen_at"], name="alert_status_seen")]
+
+    def __str__(self) -> str:
+        return self.title

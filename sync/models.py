@@ -1,14 +1,30 @@
 """The sync domain's records: Moodle sites, their tokens, per-person sync state and sync runs."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from . import crypto
-from .choices import ErrorCategory, RunKind, RunStatus, RunTrigger, SyncStatus, TokenStatus
+from .choices import (
+    ConflictKind,
+    ConflictStatus,
+    DeadLetterStatus,
+    ErrorCategory,
+    PendingAction,
+    RemovedPolicy,
+    RunControl,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+    SourceKind,
+    SyncStatus,
+    TokenStatus,
+)
 
 
 class MoodleSite(models.Model):
@@ -42,6 +58,16 @@ class MoodleSite(models.Model):
     run_time_budget = models.DurationField(
         default=timedelta(hours=4), help_text="A run still going after this long fails and raises an alert."
     )
+    max_removal_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal("2.00"),
+        help_text="Blast-radius guard: a run that would suspend or delete more than this share of the "
+        "site's users does nothing destructive and raises an alert.",
+    )
+    max_removal_count = models.PositiveIntegerField(
+        default=500, help_text="Blast-radius guard: the same, as a number of users."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -50,6 +76,11 @@ class MoodleSite(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def destructive_limit(self, total_users: int) -> int:
+        """How many users one run may suspend or delete. One is always allowed: a single leaver is normal."""
+        by_share = int(total_users * self.max_removal_percent / 100)
+        return max(1, min(by_share, self.max_removal_count))
 
     def active_token(self) -> "ServiceToken | None":
         return self.tokens.filter(status=TokenStatus.ACTIVE).first()
@@ -135,6 +166,21 @@ class SyncRecord(models.Model):
     error_message = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+    # What the source says now (mapped, normalised), kept for the record page, retries and resumes.
+    username = models.CharField(max_length=100, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    origin = models.CharField(max_length=100, blank=True, help_text="Where the source row was, e.g. line 17.")
+    payload = models.JSONField(default=dict, blank=True)
+    payload_hash = models.CharField(max_length=64, blank=True, help_text="Hash of `payload`.")
+    create_only = models.JSONField(default=list, blank=True, help_text="Fields sent on create only.")
+    pending_action = models.CharField(
+        max_length=10, choices=PendingAction.choices, default=PendingAction.UPSERT
+    )
+    suspended_by_hub = models.BooleanField(default=False, help_text="Suspended because it left the source.")
+    last_run = models.ForeignKey(
+        "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -143,6 +189,9 @@ class SyncRecord(models.Model):
         indexes = [
             models.Index(fields=["site", "sync_status"], name="record_site_status"),
             models.Index(fields=["site", "moodle_id"], name="record_site_moodle_id"),
+            models.Index(Upper("username"), name="record_username_upper"),
+            models.Index(Upper("email"), name="record_email_upper"),
+            models.Index(Upper("display_name"), name="record_name_upper"),
         ]
 
     def __str__(self) -> str:
@@ -180,7 +229,16 @@ class SyncRun(models.Model):
     calls = models.PositiveIntegerField(default=0, help_text="Moodle calls made, retries included.")
     progress_total = models.PositiveIntegerField(default=0)
     progress_done = models.PositiveIntegerField(default=0)
-    abort_reason = models.TextField(blank=True)
+    abort_reason = models.TextField(blank=True, help_text="Why the run stopped, paused or was skipped.")
+    dry_run = models.BooleanField(default=False, help_text="Plan only: nothing is written to Moodle.")
+    control = models.CharField(max_length=10, choices=RunControl.choices, blank=True, default="")
+    planned_at = models.DateTimeField(null=True, blank=True, help_text="When the source had been read.")
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    plan = models.JSONField(default=dict, blank=True, help_text="Dry run: counts and first examples.")
+    task_id = models.CharField(max_length=64, blank=True)
+    source_file = models.CharField(
+        max_length=500, blank=True, help_text="An uploaded CSV read instead of the source's path."
+    )
 
     COUNTERS = (
         "seen", "changed", "created", "updated", "suspended", "unchanged", "skipped",
@@ -233,3 +291,136 @@ class SyncRun(models.Model):
         self.abort_reason = reason or self.abort_reason
         self.finished_at = None if status == RunStatus.PAUSED else timezone.now()
         self.save(update_fields=["status", "abort_reason", "finished_at"])
+
+
+class SyncSource(models.Model):
+    """Where a site's people come from, and how their fields map to Moodle's.
+
+    `config` holds no secret: an HTTP auth header or an SQL DSN with a password is referenced by the
+    name of an environment variable (see sync/sources/README.md).
+    """
+
+    site = models.OneToOneField(MoodleSite, on_delete=models.CASCADE, related_name="source")
+    kind = models.CharField(max_length=10, choices=SourceKind.choices)
+    config = models.JSONField(help_text='Source settings, e.g. {"path": ..., "id_column": ...}.')
+    mapping = models.JSONField(help_text="Field mapping, match key and auth method.")
+    removed_policy = models.CharField(
+        max_length=10, choices=RemovedPolicy.choices, default=RemovedPolicy.KEEP
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.site.slug}"
+
+
+class RunEvent(models.Model):
+    """A line in a run's timeline: started, paused, a bad source row, aborted, finished."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return self.message[:80]
+
+
+class RecordEvent(models.Model):
+    """What one run did to one record: the record page's history."""
+
+    record = models.ForeignKey(SyncRecord, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(SyncRun, null=True, on_delete=models.SET_NULL, related_name="record_events")
+    at = models.DateTimeField(default=timezone.now)
+    action = models.CharField(max_length=20, help_text="create, update, suspend, link, validate, ...")
+    outcome = models.CharField(max_length=20, help_text="ok, error, conflict, dead_letter, unchanged")
+    function = models.CharField(max_length=100, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["record", "-at"], name="recordevent_record_at")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.outcome}"
+
+
+class Conflict(models.Model):
+    """A business conflict the sync will not settle alone: the person's username or email already belongs
+    to a Moodle user not linked to them, several Moodle users match, or the linked user is gone.
+
+    Never retried automatically; an admin decides (link, rename, ignore) through the approval flow.
+    """
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="conflicts")
+    record = models.ForeignKey(SyncRecord, on_delete=models.CASCADE, related_name="conflicts")
+    run = models.ForeignKey(SyncRun, null=True, on_delete=models.SET_NULL, related_name="conflict_rows")
+    kind = models.CharField(max_length=20, choices=ConflictKind.choices)
+    status = models.CharField(max_length=10, choices=ConflictStatus.choices, default=ConflictStatus.OPEN)
+    our_payload = models.JSONField(default=dict)
+    their_users = models.JSONField(default=list, help_text="Summaries of the Moodle users in the way.")
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["record", "kind"],
+                condition=models.Q(status="open"),
+                name="one_open_conflict_per_kind",
+            )
+        ]
+        indexes = [models.Index(fields=["site", "status", "-created_at"], name="conflict_site_status")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.record.external_id}"
+
+
+class DeadLetter(models.Model):
+    """A write Moodle kept failing transiently after every retry: kept for a later retry, never dropped."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="dead_letters")
+    record = models.ForeignKey(SyncRecord, on_delete=models.CASCADE, related_name="dead_letters")
+    run = models.ForeignKey(SyncRun, null=True, on_delete=models.SET_NULL, related_name="dead_letter_rows")
+    function = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict)
+    category = models.CharField(max_length=20, choices=ErrorCategory.choices)
+    errorcode = models.CharField(max_length=200, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    first_failed_at = models.DateTimeField(default=timezone.now)
+    last_failed_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.OPEN)
+    retry_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    discard_reason = models.TextField(blank=True)
+    discarded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_failed_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["record"], condition=models.Q(status="open"), name="one_open_dead_letter"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["site", "status", "-last_failed_at"], name="deadletter_site_status"),
+            models.Index(fields=["errorcode", "function"], name="deadletter_code_function"),
+        ]
+        permissions = [("retry_deadletter", "Can retry and discard dead letters")]
+
+    def __str__(self) -> str:
+        return f"{self.function} for {self.record.external_id}"

@@ -1,0 +1,41 @@
+"""Every Moodle call is kept as a CallLog row, and no row and no log line carries the token."""
+
+import json
+import logging
+
+import pytest
+
+from integration_hub.testing import HUB_TOKEN
+from monitoring.models import CallLog
+from sync import engine
+from sync.choices import RunKind
+from sync.connect import client_for
+from sync.models import ServiceToken
+
+pytestmark = pytest.mark.django_db
+
+
+def test_calls_are_audited_with_redacted_parameters(sync_site, moodle):
+    with client_for(sync_site, transport=moodle.transport) as client:
+        client.get_users_by_field("username", ["nobody"])
+    row = CallLog.objects.get(function="core_user_get_users_by_field")
+    assert row.outcome == "ok" and row.http_status == 200 and row.site == sync_site
+    assert row.params == {"field": "username", "values": ["nobody"]}
+    assert ServiceToken.objects.get(site=sync_site).last_used_at is not None
+
+
+def test_no_token_in_any_call_log_or_log_line_even_when_everything_fails(sync_site, moodle, caplog):
+    caplog.set_level(logging.DEBUG)
+    moodle.control("POST", "config", {"debug": True})
+    by_field = "core_user_get_users_by_field"
+    moodle.control("POST", "inject", {"kinds": ["503", "lockwait"], "function": by_field})
+    moodle.control("POST", "inject", {"kinds": ["fatal", "constraint"], "function": "core_user_create_users"})
+    moodle.control("POST", "config", {"revoke_after": {"token": HUB_TOKEN, "calls": 12}})
+    run = engine.queue_run(sync_site, RunKind.BOOTSTRAP)
+    engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
+    rows = list(CallLog.objects.values())
+    outcomes = {row["outcome"] for row in rows}
+    assert {"ok", "transient", "client_fault", "auth"} <= outcomes
+    assert HUB_TOKEN not in json.dumps(rows, default=str)
+    assert HUB_TOKEN not in caplog.text
+    assert HUB_TOKEN[-4:] in run.__class__.objects.get(pk=run.pk).abort_reason  # only the last four

@@ -1,0 +1,215 @@
+"""The first half of a run: read the whole source once and decide who needs a write.
+
+Each source person is mapped to the Moodle payload it should have, and its hash compared with the hash of
+what was last synced. People who need a write are stored as pending, with their payload, so the second
+half (sync/batch.py) works from the database: a crash, a pause or an aborted run leaves them pending and
+the next run simply continues. Nothing here calls Moodle.
+
+The source is streamed in chunks; memory holds one chunk plus the set of external ids seen (needed to
+find the people who left the source).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from .choices import ErrorCategory, PendingAction, RemovedPolicy, SyncStatus
+from .mapping import MappedRecord, Mapping, RecordProblem
+from .models import MoodleSite, RunEvent, SyncRecord, SyncRun
+from .sources.base import SourceRecord
+
+CHUNK = 1000
+EXAMPLES = 5
+_STAGED_FIELDS = [
+    "payload", "payload_hash", "create_only", "username", "email", "display_name", "origin",
+    "sync_status", "error_category", "error_message", "pending_action", "last_run",
+]  # fmt: skip
+
+
+@dataclass
+class PlanCounts:
+    """What reading the source found; the dry run prints it, a real run copies it to its counters."""
+
+    seen: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    removed: int = 0
+    removal_blocked: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def example(self, kind: str, text: str) -> None:
+        bucket = self.examples.setdefault(kind, [])
+        if len(bucket) < EXAMPLES:
+            bucket.append(text)
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _label(record: SyncRecord | SourceRecord) -> str:
+    return f"record {record.external_id or '(no id)'}" + (f" ({record.origin})" if record.origin else "")
+
+
+class Planner:
+    """Stages one site's source for one run. With `persist=False` (dry run) nothing is written and the
+    pending records of each chunk are handed to the caller instead."""
+
+    def __init__(self, run: SyncRun, mapping: Mapping, *, bootstrap: bool, persist: bool = True) -> None:
+        self.run = run
+        self.site: MoodleSite = run.site
+        self.mapping = mapping
+        self.bootstrap = bootstrap
+        self.persist = persist
+        self.counts = PlanCounts()
+        self.seen: set[str] = set()
+        self.duplicates: set[str] = set()
+
+    def stage(self, records: Iterable[SourceRecord]) -> Iterator[list[SyncRecord]]:
+        """Yield, chunk by chunk, the records that need a write (saved as pending when persisting)."""
+        for chunk in chunked(records, CHUNK):
+            yield self._stage_chunk(chunk)
+
+    def _stage_chunk(self, chunk: list[SourceRecord]) -> list[SyncRecord]:
+        outcomes: list[tuple[SourceRecord, MappedRecord | RecordProblem]] = []
+        for source_record in chunk:
+            self.counts.seen += 1
+            outcomes.append((source_record, self._map(source_record)))
+        ids = [r.external_id for r, _ in outcomes if r.external_id]
+        existing = {r.external_id: r for r in SyncRecord.objects.filter(site=self.site, external_id__in=ids)}
+        new, changed, events = [], [], []
+        for source_record, result in outcomes:
+            record = existing.get(source_record.external_id)
+            if isinstance(result, RecordProblem):
+                self.counts.invalid += 1
+                self.counts.example("invalid", result.message)
+                if not source_record.external_id or source_record.external_id in self.duplicates:
+                    events.append(RunEvent(run=self.run, level=RunEvent.Level.ERROR, message=result.message))
+                    continue
+                record = record or SyncRecord(site=self.site, external_id=source_record.external_id)
+                self._mark_invalid(record, source_record, result)
+            elif record is not None and not self._needs_write(record, result):
+                continue
+            else:
+                record = record or SyncRecord(site=self.site, external_id=result.external_id)
+                self._mark_pending(record, source_record, result)
+                self.counts.changed += 1
+            (changed if record.pk else new).append(record)
+        if self.persist:
+            with transaction.atomic():
+                SyncRecord.objects.bulk_create(new, batch_size=500)
+                SyncRecord.objects.bulk_update(changed, _STAGED_FIELDS, batch_size=500)
+                RunEvent.objects.bulk_create(events)
+        return [r for r in new + changed if r.sync_status == SyncStatus.PENDING]
+
+    def _map(self, source_record: SourceRecord) -> MappedRecord | RecordProblem:
+        external_id = source_record.external_id
+        if external_id and external_id in self.seen:
+            self.duplicates.add(external_id)
+            return RecordProblem(
+                external_id,
+                source_record.origin,
+                "external id",
+                f"{_label(source_record)}: the external id {external_id} appears more than once in the "
+                "source; only its first row is used",
+            )
+        if external_id:
+            self.seen.add(external_id)
+        return self.mapping.apply(source_record)
+
+    def _needs_write(self, record: SyncRecord, mapped: MappedRecord) -> bool:
+        """Incremental runs send only new or changed people; bootstrap sends everyone but conflicts."""
+        if record.sync_status == SyncStatus.PENDING or record.suspended_by_hub:
+            return True  # left pending by an earlier run, or back in the source after a suspension
+        same_payload = record.payload_hash == mapped.hash
+        if record.sync_status == SyncStatus.CONFLICT and same_payload:
+            self.counts.skipped += 1  # never retried automatically; an admin resolves it
+            return False
+        if self.bootstrap:
+            return True
+        if record.sync_status == SyncStatus.OK and record.external_hash == mapped.hash:
+            self.counts.unchanged += 1
+            return False
+        if record.sync_status == SyncStatus.ERROR and same_payload:
+            self.counts.skipped += 1  # the same data would fail the same way; dead letters retry on request
+            return False
+        return True
+
+    def _mark_pending(self, record: SyncRecord, source_record: SourceRecord, mapped: MappedRecord) -> None:
+        payload = mapped.payload
+        record.payload = payload
+        record.payload_hash = mapped.hash
+        record.create_only = sorted(mapped.create_only)
+        record.username = payload.get("username", "")
+        record.email = payload.get("email", "")
+        record.display_name = f"{payload.get('firstname', '')} {payload.get('lastname', '')}".strip()
+        record.origin = source_record.origin[:100]
+        record.sync_status = SyncStatus.PENDING
+        record.error_category = ""
+        record.error_message = ""
+        record.pending_action = PendingAction.UPSERT
+        record.last_run = self.run
+
+    def _mark_invalid(self, record: SyncRecord, source_record: SourceRecord, problem: RecordProblem) -> None:
+        record.origin = source_record.origin[:100]
+        record.sync_status = SyncStatus.ERROR
+        record.error_category = ErrorCategory.VALIDATION
+        record.error_message = problem.message
+        record.payload_hash = ""
+        record.last_run = self.run
+        record.pending_action = PendingAction.UPSERT
+        fields = source_record.fields
+        record.username = record.username or str(fields.get("username", ""))[:100]
+        record.email = record.email or str(fields.get("email", ""))[:254]
+
+    def stage_removals(self, policy: str) -> list[SyncRecord]:
+        """People synced before who are no longer in the source. Suspended only when the policy says so and
+        the number stays under the site's blast-radius limit; a source that lost half its rows must not
+        suspend half the site."""
+        if policy != RemovedPolicy.SUSPEND:
+            return []
+        gone = [
+            pk
+            for pk, external_id in SyncRecord.objects.filter(
+                site=self.site, moodle_id__isnull=False, suspended_by_hub=False, sync_status=SyncStatus.OK
+            )
+            .values_list("pk", "external_id")
+            .iterator(chunk_size=5000)
+            if external_id not in self.seen
+        ]
+        if not gone:
+            return []
+        total = SyncRecord.objects.filter(site=self.site, moodle_id__isnull=False).count()
+        limit = self.site.destructive_limit(total)
+        if len(gone) > limit:
+            self.counts.removal_blocked = len(gone)
+            share = 100 * len(gone) / max(total, 1)
+            message = (
+                f"Would suspend {len(gone)} users who left the source ({share:.1f} % of {total}); the "
+                f"limit is {limit}. Nothing was suspended: check the source, or raise the site's limit if "
+                "this is real."
+            )
+            self.counts.example("removal_blocked", message)
+            if self.persist:
+                RunEvent.objects.create(run=self.run, level=RunEvent.Level.ERROR, message=message)
+            return []
+        self.counts.removed = len(gone)
+        records = list(SyncRecord.objects.filter(pk__in=gone))
+        for record in records:
+            record.sync_status = SyncStatus.PENDING
+            record.pending_action = PendingAction.SUSPEND
+            record.last_run = self.run
+            self.counts.example("suspend", f"{_label(record)} ({record.username}) left the source")
+        if self.persist:
+            SyncRecord.objects.bulk_update(
+                records, ["sync_status", "pending_action", "last_run"], batch_size=500
+            )
+        return records

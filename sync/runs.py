@@ -1,0 +1,132 @@
+"""Starting and steering runs: what the pages, the commands and beat call. Every action is audited as a
+run event naming who did it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .choices import DeadLetterStatus, RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
+from .engine import queue_run
+from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun
+
+
+class RunActionError(Exception):
+    """The action does not fit the run's state (e.g. resuming a finished run)."""
+
+
+def _who(user) -> str:
+    return user.get_username() if user is not None else "the scheduler"
+
+
+def _enqueue(run: SyncRun) -> SyncRun:
+    from .tasks import execute_run  # tasks import this module's callers; keep the import local
+
+    def send() -> None:
+        result = execute_run.delay(run.pk)
+        SyncRun.objects.filter(pk=run.pk).update(task_id=result.id)
+
+    transaction.on_commit(send)
+    return run
+
+
+def start(
+    site: MoodleSite,
+    kind: str,
+    *,
+    user=None,
+    trigger: str = RunTrigger.MANUAL,
+    dry_run: bool = False,
+    upload=None,
+    enqueue: bool = True,
+) -> SyncRun:
+    """Queue a sync run and send its task; `upload` is a CSV file read instead of the source's path."""
+    if kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL):
+        raise RunActionError(f"{kind} runs are not started here")
+    with transaction.atomic():
+        run = queue_run(site, kind, trigger=trigger, user=user, dry_run=dry_run)
+        if upload is not None:
+            run.source_file = str(save_upload(site, run, upload))
+            run.save(update_fields=["source_file"])
+        RunEvent.objects.create(run=run, message=f"Queued by {_who(user)}")
+        return _enqueue(run) if enqueue else run
+
+
+def save_upload(site: MoodleSite, run: SyncRun, upload) -> Path:
+    folder = Path(settings.UPLOAD_DIR) / site.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{run.pk}-{timezone.now():%Y%m%d-%H%M%S}.csv"
+    with path.open("wb") as target:
+        for chunk in upload.chunks():
+            target.write(chunk)
+    return path
+
+
+def pause(run: SyncRun, user) -> None:
+    _request(run, RunControl.PAUSE, user)
+
+
+def cancel(run: SyncRun, user) -> None:
+    if run.status in (RunStatus.QUEUED, RunStatus.PAUSED):
+        # Nothing is working on it: end it now.
+        run.finish(
+            RunStatus.ABORTED, f"cancelled by {_who(user)} before it ran on; unsent records stay pending"
+        )
+        RunEvent.objects.create(run=run, message=f"Cancelled by {_who(user)}")
+        return
+    _request(run, RunControl.CANCEL, user)
+
+
+def _request(run: SyncRun, control: str, user) -> None:
+    updated = SyncRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(control=control)
+    if not updated:
+        raise RunActionError(f"run #{run.pk} is {run.get_status_display().lower()}, not running")
+    verb = {RunControl.PAUSE: "Pause", RunControl.CANCEL: "Cancel"}[control]
+    RunEvent.objects.create(
+        run=run, message=f"{verb} requested by {_who(user)}; it takes effect after the batch in flight"
+    )
+
+
+def resume(run: SyncRun, user) -> SyncRun:
+    if run.status != RunStatus.PAUSED:
+        raise RunActionError(f"run #{run.pk} is {run.get_status_display().lower()}, not paused")
+    RunEvent.objects.create(run=run, message=f"Resumed by {_who(user)}")
+    return _enqueue(run)
+
+
+def retry_dead_letters(site: MoodleSite, letters, user=None, *, enqueue: bool = True) -> SyncRun | None:
+    """Send the records behind these dead letters again, as a run of kind retry (source not re-read)."""
+    with transaction.atomic():
+        letters = list(
+            DeadLetter.objects.select_for_update(skip_locked=True).filter(
+                pk__in=[letter.pk for letter in letters], site=site, status=DeadLetterStatus.OPEN
+            )
+        )
+        if not letters:
+            return None
+        record_ids = [letter.record_id for letter in letters]
+        SyncRecord.objects.filter(pk__in=record_ids).update(sync_status=SyncStatus.PENDING)
+        pending = SyncRecord.objects.filter(site=site, sync_status=SyncStatus.PENDING).count()
+        run = queue_run(site, RunKind.RETRY, user=user)
+        run.planned_at = timezone.now()
+        run.progress_total = pending
+        run.save(update_fields=["planned_at", "progress_total"])
+        DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).update(
+            status=DeadLetterStatus.RETRYING, retry_run=run
+        )
+        RunEvent.objects.create(
+            run=run, message=f"Retry of {len(letters)} dead letter(s) queued by {_who(user)}"
+        )
+        return _enqueue(run)
+
+
+def discard_dead_letter(letter: DeadLetter, user, reason: str) -> None:
+    reason = reason.strip()
+    if not reason:
+        raise RunActionError("say why the dead letter is discarded")
+    DeadLetter.objects.filter(pk=letter.pk, status=DeadLetterStatus.OPEN).update(
+        status=DeadLetterStatus.DISCARDED, discard_reason=reason, discarded_by=user, closed_at=timezone.now()
+    )

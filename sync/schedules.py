@@ -1,0 +1,33 @@
+"""Beat schedules per site, kept as django-celery-beat rows so admins edit them in the admin.
+
+Created once when a site is added, never overwritten afterwards: an admin's edit wins.
+"""
+
+import json
+
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from .models import MoodleSite
+
+INCREMENTAL_EVERY_MINUTES = 15
+
+
+def incremental_task_name(site: MoodleSite) -> str:
+    return f"Incremental sync: {site.slug}"
+
+
+def ensure_site_schedules(site: MoodleSite) -> None:
+    every, _ = IntervalSchedule.objects.get_or_create(
+        every=INCREMENTAL_EVERY_MINUTES, period=IntervalSchedule.MINUTES
+    )
+    PeriodicTask.objects.get_or_create(
+        name=incremental_task_name(site),
+        defaults={
+            "task": "sync.scheduled_sync",
+            "interval": every,
+            "kwargs": json.dumps({"site_slug": site.slug, "kind": "incremental"}),
+            # A run that could not start within its period is replaced by the next one.
+            "expire_seconds": INCREMENTAL_EVERY_MINUTES * 60 - 60,
+            "description": f"Incremental sync of {site.name}: only new or changed people are sent.",
+        },
+    )

@@ -1,0 +1,25 @@
+"""Celery tasks of the sync app: thin wrappers around sync.engine and sync.runs."""
+
+from celery import shared_task
+
+from . import engine
+from .choices import RunKind, RunTrigger
+from .models import MoodleSite
+from .runs import start
+
+
+@shared_task(name="sync.execute_run", acks_late=True, ignore_result=True)
+def execute_run(run_id: int) -> str:
+    """Idempotent: a redelivered task for a run that ended, or that another worker runs, does nothing."""
+    run = engine.execute(run_id)
+    return f"run #{run.pk} {run.status}"
+
+
+@shared_task(name="sync.scheduled_sync", ignore_result=True)
+def scheduled_sync(site_slug: str, kind: str = RunKind.INCREMENTAL) -> str:
+    """What beat calls every 15 minutes per site: queue a run unless the site is disabled."""
+    site = MoodleSite.objects.filter(slug=site_slug).first()
+    if site is None or not site.enabled:
+        return f"site {site_slug} is missing or disabled: no run"
+    run = start(site, kind, trigger=RunTrigger.SCHEDULE)
+    return f"queued run #{run.pk}"

@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
+SIMULATOR_PORT ?= 8090
 
 .PHONY: install demo run test lint format bench manage clean
 
@@ -16,7 +17,7 @@ install: $(STAMP)
 
 ## demo: embedded PostgreSQL + Redis, migrations, demo users, then web + worker + beat (Ctrl-C stops all)
 demo: install
-	PORT=$(PORT) $(BIN)/python -m integration_hub.demo
+	PORT=$(PORT) SIMULATOR_PORT=$(SIMULATOR_PORT) $(BIN)/python -m integration_hub.demo
 
 ## test: the whole suite on embedded PostgreSQL and Redis, with a real worker and headless Chromium
 test: install
@@ -36,3 +37,7 @@ manage: install
 
 clean:
 	rm -rf var/test-* .pytest_cache staticfiles
+
+## bench: the sync benchmark against the simulator (results in bench/RESULTS.md)
+bench: install
+	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench -- $(BIN)/python bench/sync_bench.py

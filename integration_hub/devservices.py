@@ -176,7 +176,7 @@ class DevServices:
     """
 
     def __init__(self, var_dir: Path = DEFAULT_VAR_DIR, *, persist: bool = True) -> None:
-        self.var_dir = var_dir
+        self.var_dir = var_dir.resolve()
         self.persist = persist
         self._started: list[EmbeddedPostgres | EmbeddedRedis] = []
 

@@ -154,7 +154,12 @@ class BatchProcessor:
                     updates.append((record, change, "link" if linked_now else "update"))
                 else:
                     results[record.external_id] = Result(
-                        SyncStatus.OK, "link" if linked_now else "unchanged", moodle_id=int(target["id"])
+                        SyncStatus.OK,
+                        "unchanged",
+                        moodle_id=int(target["id"]),
+                        message=f"linked to Moodle user {target['id']}, already in step"
+                        if linked_now
+                        else "",
                     )
         creates = self._drop_batch_duplicates(creates, results)
 

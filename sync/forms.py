@@ -1,9 +1,19 @@
-from django import forms
+import zoneinfo
+from datetime import timedelta
 
-from .models import MoodleSite
+from django import forms
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .choices import DeadLetterStatus, ErrorCategory, RunKind, RunStatus, SourceKind, SyncStatus
+from .models import MoodleSite, RecordEvent, SyncSource
 
 
 class SiteForm(forms.ModelForm):
+    base_url = forms.URLField(
+        assume_scheme="https", help_text="The Moodle site's root, e.g. https://moodle.example.edu"
+    )
+
     class Meta:
         model = MoodleSite
         fields = [
@@ -16,3 +26,277 @@ class SiteForm(forms.ModelForm):
         if url.endswith("/webservice/rest/server.php"):
             url = url.removesuffix("/webservice/rest/server.php")
         return url
+
+
+# -- list filters ---------------------------------------------------------------------------------------
+#
+# Every list keeps its filter in the querystring so a page can be shared. Filter forms never make a
+# whole page fail: a bad value is reported beside its field and the other filters still apply.
+
+SINCE_CHOICES = [("", "Any time"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+SINCE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+EMPTY = "-"  # a filter value meaning "blank" (a dead letter without errorcode or HTTP status)
+
+
+def _site_field() -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(
+        queryset=MoodleSite.objects.order_by("name"),
+        to_field_name="slug",
+        required=False,
+        empty_label="All sites",
+    )
+
+
+def _with_any(choices, label: str = "Any") -> list[tuple[str, str]]:
+    return [("", label), *choices]
+
+
+class FilterForm(forms.Form):
+    """A GET form whose valid fields filter a queryset and can be described in words."""
+
+    use_required_attribute = False
+
+    def __init__(self, data=None, **kwargs) -> None:
+        super().__init__(data if data is not None else {}, **kwargs)
+        self.is_valid()  # fills cleaned_data with the valid fields; errors show beside the others
+
+    def value(self, name: str):
+        return self.cleaned_data.get(name) if hasattr(self, "cleaned_data") else None
+
+    def active(self) -> dict:
+        """The filters in use, for hidden inputs and links: {name: raw value}."""
+        return {
+            name: self.data[name]
+            for name in self.fields
+            if self.value(name) not in (None, "") and name in self.data
+        }
+
+
+class RunFilterForm(FilterForm):
+    site = _site_field()
+    kind = forms.ChoiceField(choices=_with_any(RunKind.choices), required=False)
+    status = forms.ChoiceField(choices=_with_any(RunStatus.choices), required=False)
+    since = forms.ChoiceField(choices=SINCE_CHOICES, required=False, label="Created")
+
+    def filter(self, runs: QuerySet) -> QuerySet:
+        if site := self.value("site"):
+            runs = runs.filter(site=site)
+        if kind := self.value("kind"):
+            runs = runs.filter(kind=kind)
+        if status := self.value("status"):
+            runs = runs.filter(status=status)
+        if since := self.value("since"):
+            runs = runs.filter(created_at__gte=timezone.now() - SINCE_DELTAS[since])
+        return runs
+
+
+RECORD_OUTCOMES = [
+    ("ok", "OK"), ("created", "Created"), ("updated", "Updated or linked"), ("suspended", "Suspended"),
+    ("error", "Error"), ("conflict", "Conflict"), ("dead_letter", "Dead letter"),
+]  # fmt: skip
+# Outcomes that are a successful action, as the run counters count them (sync/state.py).
+_OUTCOME_ACTIONS = {"created": ["create"], "updated": ["update", "link"], "suspended": ["suspend"]}
+
+
+class RecordFilterForm(FilterForm):
+    q = forms.CharField(
+        required=False,
+        max_length=255,
+        label="Search",
+        help_text="External id (exact), or the start of a username, email or name.",
+    )
+    site = _site_field()
+    status = forms.ChoiceField(choices=_with_any(SyncStatus.choices), required=False)
+    category = forms.ChoiceField(
+        choices=_with_any(ErrorCategory.choices), required=False, label="Error category"
+    )
+    run = forms.IntegerField(
+        required=False, min_value=1, label="Run #", help_text="Records this run touched last."
+    )
+    outcome = forms.ChoiceField(
+        choices=_with_any(RECORD_OUTCOMES),
+        required=False,
+        label="Outcome in that run",
+        help_text="With a run: the records it left with this outcome, whatever touched them since.",
+    )
+
+    def filter(self, records: QuerySet) -> QuerySet:
+        if q := (self.value("q") or "").strip():
+            records = records.filter(
+                Q(external_id=q)
+                | Q(username__istartswith=q)
+                | Q(email__istartswith=q)
+                | Q(display_name__istartswith=q)
+            )
+        if site := self.value("site"):
+            records = records.filter(site=site)
+        if status := self.value("status"):
+            records = records.filter(sync_status=status)
+        if category := self.value("category"):
+            records = records.filter(error_category=category)
+        run, outcome = self.value("run"), self.value("outcome")
+        if run and outcome:
+            touched = RecordEvent.objects.filter(run_id=run)
+            if outcome in _OUTCOME_ACTIONS:
+                touched = touched.filter(outcome="ok", action__in=_OUTCOME_ACTIONS[outcome])
+            else:
+                touched = touched.filter(outcome=outcome)
+            records = records.filter(pk__in=touched.values("record_id"))
+        elif run:
+            records = records.filter(last_run_id=run)
+        return records
+
+
+class DeadLetterFilterForm(FilterForm):
+    """Times are entered in the chosen site's time zone (the hub's when no site is chosen)."""
+
+    site = _site_field()
+    status = forms.ChoiceField(
+        choices=[*DeadLetterStatus.choices, ("all", "Any status")],
+        required=False,
+        initial=DeadLetterStatus.OPEN,
+    )
+    errorcode = forms.CharField(required=False, max_length=200, help_text=f"“{EMPTY}” for none.")
+    function = forms.CharField(required=False, max_length=100)
+    http_status = forms.RegexField(
+        regex=rf"^(\d{{3}}|{EMPTY})$", required=False, label="HTTP status", help_text=f"“{EMPTY}” for none."
+    )
+    since = forms.DateTimeField(
+        required=False,
+        label="Last failure from",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="The chosen site's time zone; the hub's for all sites.",
+    )
+    until = forms.DateTimeField(
+        required=False, label="Last failure to", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    run = forms.IntegerField(required=False, min_value=1, label="Run #", widget=forms.HiddenInput)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        site = cleaned.get("site")
+        zone = zoneinfo_or_none(site.time_zone) if site else None
+        for name in ("since", "until"):
+            if zone and cleaned.get(name):
+                # Entered as wall-clock time: read it in the site's zone, not the hub's.
+                cleaned[name] = cleaned[name].replace(tzinfo=None).replace(tzinfo=zone)
+        return cleaned
+
+    @property
+    def chosen_status(self) -> str:
+        return self.value("status") or DeadLetterStatus.OPEN
+
+    def filter(self, letters: QuerySet) -> QuerySet:
+        if self.chosen_status != "all":
+            letters = letters.filter(status=self.chosen_status)
+        if site := self.value("site"):
+            letters = letters.filter(site=site)
+        if errorcode := self.value("errorcode"):
+            letters = letters.filter(errorcode="" if errorcode == EMPTY else errorcode)
+        if function := self.value("function"):
+            letters = letters.filter(function=function)
+        if http_status := self.value("http_status"):
+            letters = letters.filter(http_status=None if http_status == EMPTY else int(http_status))
+        if since := self.value("since"):
+            letters = letters.filter(last_failed_at__gte=since)
+        if until := self.value("until"):
+            letters = letters.filter(last_failed_at__lte=until)
+        if run := self.value("run"):
+            letters = letters.filter(run_id=run)
+        return letters
+
+    def describe(self) -> str:
+        """The filter in words, for the confirmation of a bulk action."""
+        status = dict(self.fields["status"].choices)[self.chosen_status].lower()
+        words = [f"{status} dead letters" if self.chosen_status != "all" else "dead letters of any status"]
+        site = self.value("site")
+        words.append(f"on {site.name}" if site else "on every site")
+        if errorcode := self.value("errorcode"):
+            words.append("without an errorcode" if errorcode == EMPTY else f"that failed with {errorcode}")
+        if function := self.value("function"):
+            words.append(f"in {function}")
+        if http_status := self.value("http_status"):
+            words.append("without an HTTP status" if http_status == EMPTY else f"with HTTP {http_status}")
+        zone = site.time_zone if site else timezone.get_current_timezone_name()
+        since, until = self.value("since"), self.value("until")
+        if since and until:
+            words.append(f"last failing between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} ({zone})")
+        elif since:
+            words.append(f"last failing since {since:%Y-%m-%d %H:%M} ({zone})")
+        elif until:
+            words.append(f"last failing before {until:%Y-%m-%d %H:%M} ({zone})")
+        if run := self.value("run"):
+            words.append(f"from run #{run}")
+        return " ".join(words)
+
+
+def zoneinfo_or_none(name: str):
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+# -- actions ----------------------------------------------------------------------------------------------
+
+
+class StartRunForm(forms.Form):
+    mode = forms.ChoiceField(
+        choices=[(RunKind.INCREMENTAL, "Incremental"), (RunKind.BOOTSTRAP, "Bootstrap")],
+        initial=RunKind.INCREMENTAL,
+        widget=forms.RadioSelect,
+    )
+    dry_run = forms.BooleanField(
+        required=False,
+        label="Dry run",
+        help_text="Read the source and look people up in Moodle, but write nothing: "
+        "shows what a real run would do.",
+    )
+    upload = forms.FileField(
+        required=False,
+        label="CSV file (optional)",
+        help_text="Read this file instead of the source's configured path, for this run only.",
+    )
+
+    def __init__(self, *args, site: MoodleSite, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.site = site
+        source = site.source if _has_source(site) else None
+        if source is None or source.kind != SourceKind.CSV:
+            del self.fields["upload"]
+
+    def clean_upload(self):
+        upload = self.cleaned_data.get("upload")
+        if upload and not upload.name.lower().endswith((".csv", ".txt")):
+            raise forms.ValidationError("Upload a .csv file (UTF-8, with a header row).")
+        return upload
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if not _has_source(self.site):
+            raise forms.ValidationError(
+                f"This site has no source yet: add one with python manage.py addsource {self.site.slug} …"
+            )
+        return cleaned
+
+
+def _has_source(site: MoodleSite) -> bool:
+    try:
+        site.source  # noqa: B018 - the reverse one-to-one raises when missing
+    except SyncSource.DoesNotExist:
+        return False
+    return True
+
+
+class DiscardForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="Kept with the dead letter, e.g. “person left before the outage; nothing to send”.",
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Say why this dead letter is discarded.")
+        return reason

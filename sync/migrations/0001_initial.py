@@ -10,7 +10,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -19,101 +18,306 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='MoodleSite',
+            name="MoodleSite",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(help_text='Short name used in commands and URLs.', unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('base_url', models.URLField(help_text="The Moodle site's root, e.g. https://moodle.example.edu")),
-                ('enabled', models.BooleanField(default=True, help_text='Disabled sites get no scheduled runs.')),
-                ('time_zone', models.CharField(default='UTC', help_text='Times on the pages and schedules.', max_length=64)),
-                ('max_concurrent_calls', models.PositiveSmallIntegerField(default=2, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(16)])),
-                ('min_spacing_ms', models.PositiveIntegerField(default=150, help_text='Minimum time between the starts of two calls to this site.')),
-                ('calls_per_minute', models.PositiveIntegerField(default=90, validators=[django.core.validators.MinValueValidator(1)])),
-                ('batch_size', models.PositiveIntegerField(default=200, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('max_input_vars', models.PositiveIntegerField(default=5000, help_text="PHP's max_input_vars on the Moodle server.", validators=[django.core.validators.MinValueValidator(100)])),
-                ('run_time_budget', models.DurationField(default=datetime.timedelta(seconds=14400), help_text='A run still going after this long fails and raises an alert.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(help_text="Short name used in commands and URLs.", unique=True)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "base_url",
+                    models.URLField(help_text="The Moodle site's root, e.g. https://moodle.example.edu"),
+                ),
+                (
+                    "enabled",
+                    models.BooleanField(default=True, help_text="Disabled sites get no scheduled runs."),
+                ),
+                (
+                    "time_zone",
+                    models.CharField(
+                        default="UTC", help_text="Times on the pages and schedules.", max_length=64
+                    ),
+                ),
+                (
+                    "max_concurrent_calls",
+                    models.PositiveSmallIntegerField(
+                        default=2,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(16),
+                        ],
+                    ),
+                ),
+                (
+                    "min_spacing_ms",
+                    models.PositiveIntegerField(
+                        default=150, help_text="Minimum time between the starts of two calls to this site."
+                    ),
+                ),
+                (
+                    "calls_per_minute",
+                    models.PositiveIntegerField(
+                        default=90, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "batch_size",
+                    models.PositiveIntegerField(
+                        default=200,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "max_input_vars",
+                    models.PositiveIntegerField(
+                        default=5000,
+                        help_text="PHP's max_input_vars on the Moodle server.",
+                        validators=[django.core.validators.MinValueValidator(100)],
+                    ),
+                ),
+                (
+                    "run_time_budget",
+                    models.DurationField(
+                        default=datetime.timedelta(seconds=14400),
+                        help_text="A run still going after this long fails and raises an alert.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ServiceToken',
+            name="ServiceToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100)),
-                ('token_encrypted', models.TextField(editable=False)),
-                ('last4', models.CharField(editable=False, max_length=4)),
-                ('service_shortname', models.CharField(blank=True, max_length=100)),
-                ('valid_until', models.DateTimeField(blank=True, help_text='As set in Moodle; empty = no expiry.', null=True)),
-                ('ip_restriction', models.CharField(blank=True, help_text='As set in Moodle, for reference.', max_length=500)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('standby', 'Standby'), ('revoked', 'Revoked')], default='standby', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('last_verified_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('site', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tokens', to='sync.moodlesite')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("label", models.CharField(max_length=100)),
+                ("token_encrypted", models.TextField(editable=False)),
+                ("last4", models.CharField(editable=False, max_length=4)),
+                ("service_shortname", models.CharField(blank=True, max_length=100)),
+                (
+                    "valid_until",
+                    models.DateTimeField(
+                        blank=True, help_text="As set in Moodle; empty = no expiry.", null=True
+                    ),
+                ),
+                (
+                    "ip_restriction",
+                    models.CharField(
+                        blank=True, help_text="As set in Moodle, for reference.", max_length=500
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("standby", "Standby"), ("revoked", "Revoked")],
+                        default="standby",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("last_verified_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "site",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tokens",
+                        to="sync.moodlesite",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['site', '-created_at'],
-                'permissions': [('manage_tokens', 'Can add, verify, promote and revoke service tokens')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('site',), name='one_active_token_per_site')],
+                "ordering": ["site", "-created_at"],
+                "permissions": [("manage_tokens", "Can add, verify, promote and revoke service tokens")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "active")),
+                        fields=("site",),
+                        name="one_active_token_per_site",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SyncRecord',
+            name="SyncRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=255)),
-                ('moodle_id', models.BigIntegerField(blank=True, null=True)),
-                ('external_hash', models.CharField(blank=True, max_length=64)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('sync_status', models.CharField(choices=[('ok', 'OK'), ('pending', 'Pending'), ('error', 'Error'), ('conflict', 'Conflict')], default='pending', max_length=10)),
-                ('error_category', models.CharField(blank=True, choices=[('transient', 'Transient'), ('maintenance', 'Maintenance'), ('auth', 'Authorization'), ('config', 'Configuration'), ('conflict', 'Conflict'), ('client_fault', 'Client fault'), ('validation', 'Validation (not sent)')], max_length=20)),
-                ('error_message', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('site', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='records', to='sync.moodlesite')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("external_id", models.CharField(max_length=255)),
+                ("moodle_id", models.BigIntegerField(blank=True, null=True)),
+                ("external_hash", models.CharField(blank=True, max_length=64)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "sync_status",
+                    models.CharField(
+                        choices=[
+                            ("ok", "OK"),
+                            ("pending", "Pending"),
+                            ("error", "Error"),
+                            ("conflict", "Conflict"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "error_category",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("transient", "Transient"),
+                            ("maintenance", "Maintenance"),
+                            ("auth", "Authorization"),
+                            ("config", "Configuration"),
+                            ("conflict", "Conflict"),
+                            ("client_fault", "Client fault"),
+                            ("validation", "Validation (not sent)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("error_message", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "site",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="records",
+                        to="sync.moodlesite",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['site', 'sync_status'], name='record_site_status'), models.Index(fields=['site', 'moodle_id'], name='record_site_moodle_id')],
-                'constraints': [models.UniqueConstraint(fields=('site', 'external_id'), name='unique_record_per_site')],
+                "indexes": [
+                    models.Index(fields=["site", "sync_status"], name="record_site_status"),
+                    models.Index(fields=["site", "moodle_id"], name="record_site_moodle_id"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("site", "external_id"), name="unique_record_per_site")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SyncRun',
+            name="SyncRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('bootstrap', 'Bootstrap'), ('incremental', 'Incremental'), ('reconcile', 'Reconcile'), ('resolution', 'Resolution'), ('retry', 'Retry')], max_length=12)),
-                ('trigger', models.CharField(choices=[('schedule', 'Schedule'), ('manual', 'Manual'), ('event', 'Event')], default='manual', max_length=10)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('paused', 'Paused'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('aborted', 'Aborted'), ('skipped', 'Skipped')], default='queued', max_length=10)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('seen', models.PositiveIntegerField(default=0)),
-                ('changed', models.PositiveIntegerField(default=0)),
-                ('created', models.PositiveIntegerField(default=0)),
-                ('updated', models.PositiveIntegerField(default=0)),
-                ('suspended', models.PositiveIntegerField(default=0)),
-                ('unchanged', models.PositiveIntegerField(default=0)),
-                ('skipped', models.PositiveIntegerField(default=0)),
-                ('conflicts', models.PositiveIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0)),
-                ('dead_lettered', models.PositiveIntegerField(default=0)),
-                ('calls', models.PositiveIntegerField(default=0, help_text='Moodle calls made, retries included.')),
-                ('progress_total', models.PositiveIntegerField(default=0)),
-                ('progress_done', models.PositiveIntegerField(default=0)),
-                ('abort_reason', models.TextField(blank=True)),
-                ('site', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='sync.moodlesite')),
-                ('started_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("bootstrap", "Bootstrap"),
+                            ("incremental", "Incremental"),
+                            ("reconcile", "Reconcile"),
+                            ("resolution", "Resolution"),
+                            ("retry", "Retry"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[("schedule", "Schedule"), ("manual", "Manual"), ("event", "Event")],
+                        default="manual",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("paused", "Paused"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("aborted", "Aborted"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("seen", models.PositiveIntegerField(default=0)),
+                ("changed", models.PositiveIntegerField(default=0)),
+                ("created", models.PositiveIntegerField(default=0)),
+                ("updated", models.PositiveIntegerField(default=0)),
+                ("suspended", models.PositiveIntegerField(default=0)),
+                ("unchanged", models.PositiveIntegerField(default=0)),
+                ("skipped", models.PositiveIntegerField(default=0)),
+                ("conflicts", models.PositiveIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("dead_lettered", models.PositiveIntegerField(default=0)),
+                (
+                    "calls",
+                    models.PositiveIntegerField(default=0, help_text="Moodle calls made, retries included."),
+                ),
+                ("progress_total", models.PositiveIntegerField(default=0)),
+                ("progress_done", models.PositiveIntegerField(default=0)),
+                ("abort_reason", models.TextField(blank=True)),
+                (
+                    "site",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="sync.moodlesite"
+                    ),
+                ),
+                (
+                    "started_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('operate_runs', 'Can start, pause, resume and cancel runs')],
-                'indexes': [models.Index(fields=['site', '-created_at'], name='run_site_created'), models.Index(fields=['status', '-created_at'], name='run_status_created'), models.Index(fields=['kind', '-created_at'], name='run_kind_created')],
+                "ordering": ["-created_at"],
+                "permissions": [("operate_runs", "Can start, pause, resume and cancel runs")],
+                "indexes": [
+                    models.Index(fields=["site", "-created_at"], name="run_site_created"),
+                    models.Index(fields=["status", "-created_at"], name="run_status_created"),
+                    models.Index(fields=["kind", "-created_at"], name="run_kind_created"),
+                ],
             },
         ),
     ]

@@ -48,7 +48,9 @@ def create_roles(apps, schema_editor):
         group, _ = Group.objects.get_or_create(name=group_name)
         for name in names:
             app_label, codename = name.split(".")
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
 
 
 def remove_roles(apps, schema_editor):

@@ -9,283 +9,467 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sync', '0002_roles'),
+        ("sync", "0002_roles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Conflict',
+            name="Conflict",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('username_taken', 'Username held by another Moodle user'), ('email_taken', 'Email held by another Moodle user'), ('duplicate_match', 'Several Moodle users match'), ('linked_user_gone', 'Linked Moodle user deleted or missing')], max_length=20)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('resolved', 'Resolved'), ('ignored', 'Ignored')], default='open', max_length=10)),
-                ('our_payload', models.JSONField(default=dict)),
-                ('their_users', models.JSONField(default=list, help_text='Summaries of the Moodle users in the way.')),
-                ('message', models.TextField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("username_taken", "Username held by another Moodle user"),
+                            ("email_taken", "Email held by another Moodle user"),
+                            ("duplicate_match", "Several Moodle users match"),
+                            ("linked_user_gone", "Linked Moodle user deleted or missing"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("resolved", "Resolved"), ("ignored", "Ignored")],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("our_payload", models.JSONField(default=dict)),
+                (
+                    "their_users",
+                    models.JSONField(default=list, help_text="Summaries of the Moodle users in the way."),
+                ),
+                ("message", models.TextField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='DeadLetter',
+            name="DeadLetter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('function', models.CharField(max_length=100)),
-                ('payload', models.JSONField(default=dict)),
-                ('category', models.CharField(choices=[('transient', 'Transient'), ('maintenance', 'Maintenance'), ('auth', 'Authorization'), ('config', 'Configuration'), ('conflict', 'Conflict'), ('client_fault', 'Client fault'), ('validation', 'Validation (not sent)')], max_length=20)),
-                ('errorcode', models.CharField(blank=True, max_length=200)),
-                ('http_status', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('message', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=1)),
-                ('first_failed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_failed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('retrying', 'Retry queued'), ('resolved', 'Resolved by a retry'), ('discarded', 'Discarded')], default='open', max_length=10)),
-                ('discard_reason', models.TextField(blank=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("function", models.CharField(max_length=100)),
+                ("payload", models.JSONField(default=dict)),
+                (
+                    "category",
+                    models.CharField(
+                        choices=[
+                            ("transient", "Transient"),
+                            ("maintenance", "Maintenance"),
+                            ("auth", "Authorization"),
+                            ("config", "Configuration"),
+                            ("conflict", "Conflict"),
+                            ("client_fault", "Client fault"),
+                            ("validation", "Validation (not sent)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("errorcode", models.CharField(blank=True, max_length=200)),
+                ("http_status", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("message", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=1)),
+                ("first_failed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_failed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("retrying", "Retry queued"),
+                            ("resolved", "Resolved by a retry"),
+                            ("discarded", "Discarded"),
+                        ],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("discard_reason", models.TextField(blank=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-last_failed_at'],
-                'permissions': [('retry_deadletter', 'Can retry and discard dead letters')],
+                "ordering": ["-last_failed_at"],
+                "permissions": [("retry_deadletter", "Can retry and discard dead letters")],
             },
         ),
         migrations.CreateModel(
-            name='RecordEvent',
+            name="RecordEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('action', models.CharField(help_text='create, update, suspend, link, validate, ...', max_length=20)),
-                ('outcome', models.CharField(help_text='ok, error, conflict, dead_letter, unchanged', max_length=20)),
-                ('function', models.CharField(blank=True, max_length=100)),
-                ('message', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "action",
+                    models.CharField(help_text="create, update, suspend, link, validate, ...", max_length=20),
+                ),
+                (
+                    "outcome",
+                    models.CharField(help_text="ok, error, conflict, dead_letter, unchanged", max_length=20),
+                ),
+                ("function", models.CharField(blank=True, max_length=100)),
+                ("message", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['-at', '-pk'],
+                "ordering": ["-at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='RunEvent',
+            name="RunEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('level', models.CharField(choices=[('info', 'Info'), ('warning', 'Warning'), ('error', 'Error')], default='info', max_length=10)),
-                ('message', models.TextField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "level",
+                    models.CharField(
+                        choices=[("info", "Info"), ("warning", "Warning"), ("error", "Error")],
+                        default="info",
+                        max_length=10,
+                    ),
+                ),
+                ("message", models.TextField()),
             ],
             options={
-                'ordering': ['at', 'pk'],
+                "ordering": ["at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='SyncSource',
+            name="SyncSource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('csv', 'CSV file'), ('http', 'HTTP JSON API'), ('sql', 'SQL table or query')], max_length=10)),
-                ('config', models.JSONField(help_text='Source settings, e.g. {"path": ..., "id_column": ...}.')),
-                ('mapping', models.JSONField(help_text='Field mapping, match key and auth method.')),
-                ('removed_policy', models.CharField(choices=[('keep', 'Keep the Moodle user as it is'), ('suspend', 'Suspend the Moodle user')], default='keep', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("csv", "CSV file"),
+                            ("http", "HTTP JSON API"),
+                            ("sql", "SQL table or query"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "config",
+                    models.JSONField(help_text='Source settings, e.g. {"path": ..., "id_column": ...}.'),
+                ),
+                ("mapping", models.JSONField(help_text="Field mapping, match key and auth method.")),
+                (
+                    "removed_policy",
+                    models.CharField(
+                        choices=[
+                            ("keep", "Keep the Moodle user as it is"),
+                            ("suspend", "Suspend the Moodle user"),
+                        ],
+                        default="keep",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.AddField(
-            model_name='moodlesite',
-            name='max_removal_count',
-            field=models.PositiveIntegerField(default=500, help_text='Blast-radius guard: the same, as a number of users.'),
+            model_name="moodlesite",
+            name="max_removal_count",
+            field=models.PositiveIntegerField(
+                default=500, help_text="Blast-radius guard: the same, as a number of users."
+            ),
         ),
         migrations.AddField(
-            model_name='moodlesite',
-            name='max_removal_percent',
-            field=models.DecimalField(decimal_places=2, default=Decimal('2.00'), help_text="Blast-radius guard: a run that would suspend or delete more than this share of the site's users does nothing destructive and raises an alert.", max_digits=5),
+            model_name="moodlesite",
+            name="max_removal_percent",
+            field=models.DecimalField(
+                decimal_places=2,
+                default=Decimal("2.00"),
+                help_text="Blast-radius guard: a run that would suspend or delete more than this share of the site's users does nothing destructive and raises an alert.",
+                max_digits=5,
+            ),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='create_only',
-            field=models.JSONField(blank=True, default=list, help_text='Fields sent on create only.'),
+            model_name="syncrecord",
+            name="create_only",
+            field=models.JSONField(blank=True, default=list, help_text="Fields sent on create only."),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='display_name',
+            model_name="syncrecord",
+            name="display_name",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='email',
+            model_name="syncrecord",
+            name="email",
             field=models.CharField(blank=True, max_length=254),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='last_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='sync.syncrun'),
+            model_name="syncrecord",
+            name="last_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="sync.syncrun",
+            ),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='origin',
-            field=models.CharField(blank=True, help_text='Where the source row was, e.g. line 17.', max_length=100),
+            model_name="syncrecord",
+            name="origin",
+            field=models.CharField(
+                blank=True, help_text="Where the source row was, e.g. line 17.", max_length=100
+            ),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='payload',
+            model_name="syncrecord",
+            name="payload",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='payload_hash',
-            field=models.CharField(blank=True, help_text='Hash of `payload`.', max_length=64),
+            model_name="syncrecord",
+            name="payload_hash",
+            field=models.CharField(blank=True, help_text="Hash of `payload`.", max_length=64),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='pending_action',
-            field=models.CharField(choices=[('upsert', 'Create or update'), ('suspend', 'Suspend (left the source)')], default='upsert', max_length=10),
+            model_name="syncrecord",
+            name="pending_action",
+            field=models.CharField(
+                choices=[("upsert", "Create or update"), ("suspend", "Suspend (left the source)")],
+                default="upsert",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='suspended_by_hub',
-            field=models.BooleanField(default=False, help_text='Suspended because it left the source.'),
+            model_name="syncrecord",
+            name="suspended_by_hub",
+            field=models.BooleanField(default=False, help_text="Suspended because it left the source."),
         ),
         migrations.AddField(
-            model_name='syncrecord',
-            name='username',
+            model_name="syncrecord",
+            name="username",
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='control',
-            field=models.CharField(blank=True, choices=[('', '—'), ('pause', 'Pause'), ('cancel', 'Cancel')], default='', max_length=10),
+            model_name="syncrun",
+            name="control",
+            field=models.CharField(
+                blank=True,
+                choices=[("", "—"), ("pause", "Pause"), ("cancel", "Cancel")],
+                default="",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='dry_run',
-            field=models.BooleanField(default=False, help_text='Plan only: nothing is written to Moodle.'),
+            model_name="syncrun",
+            name="dry_run",
+            field=models.BooleanField(default=False, help_text="Plan only: nothing is written to Moodle."),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='last_progress_at',
+            model_name="syncrun",
+            name="last_progress_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='plan',
-            field=models.JSONField(blank=True, default=dict, help_text='Dry run: counts and first examples.'),
+            model_name="syncrun",
+            name="plan",
+            field=models.JSONField(blank=True, default=dict, help_text="Dry run: counts and first examples."),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='planned_at',
-            field=models.DateTimeField(blank=True, help_text='When the source had been read.', null=True),
+            model_name="syncrun",
+            name="planned_at",
+            field=models.DateTimeField(blank=True, help_text="When the source had been read.", null=True),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='source_file',
-            field=models.CharField(blank=True, help_text="An uploaded CSV read instead of the source's path.", max_length=500),
+            model_name="syncrun",
+            name="source_file",
+            field=models.CharField(
+                blank=True, help_text="An uploaded CSV read instead of the source's path.", max_length=500
+            ),
         ),
         migrations.AddField(
-            model_name='syncrun',
-            name='task_id',
+            model_name="syncrun",
+            name="task_id",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AlterField(
-            model_name='syncrun',
-            name='abort_reason',
-            field=models.TextField(blank=True, help_text='Why the run stopped, paused or was skipped.'),
+            model_name="syncrun",
+            name="abort_reason",
+            field=models.TextField(blank=True, help_text="Why the run stopped, paused or was skipped."),
         ),
         migrations.AddIndex(
-            model_name='syncrecord',
-            index=models.Index(django.db.models.functions.text.Upper('username'), name='record_username_upper'),
+            model_name="syncrecord",
+            index=models.Index(
+                django.db.models.functions.text.Upper("username"), name="record_username_upper"
+            ),
         ),
         migrations.AddIndex(
-            model_name='syncrecord',
-            index=models.Index(django.db.models.functions.text.Upper('email'), name='record_email_upper'),
+            model_name="syncrecord",
+            index=models.Index(django.db.models.functions.text.Upper("email"), name="record_email_upper"),
         ),
         migrations.AddIndex(
-            model_name='syncrecord',
-            index=models.Index(django.db.models.functions.text.Upper('display_name'), name='record_name_upper'),
+            model_name="syncrecord",
+            index=models.Index(
+                django.db.models.functions.text.Upper("display_name"), name="record_name_upper"
+            ),
         ),
         migrations.AddField(
-            model_name='conflict',
-            name='record',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conflicts', to='sync.syncrecord'),
+            model_name="conflict",
+            name="record",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="conflicts", to="sync.syncrecord"
+            ),
         ),
         migrations.AddField(
-            model_name='conflict',
-            name='run',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='conflict_rows', to='sync.syncrun'),
+            model_name="conflict",
+            name="run",
+            field=models.ForeignKey(
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="conflict_rows",
+                to="sync.syncrun",
+            ),
         ),
         migrations.AddField(
-            model_name='conflict',
-            name='site',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conflicts', to='sync.moodlesite'),
+            model_name="conflict",
+            name="site",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="conflicts", to="sync.moodlesite"
+            ),
         ),
         migrations.AddField(
-            model_name='deadletter',
-            name='discarded_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="deadletter",
+            name="discarded_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='deadletter',
-            name='record',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='dead_letters', to='sync.syncrecord'),
+            model_name="deadletter",
+            name="record",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="dead_letters", to="sync.syncrecord"
+            ),
         ),
         migrations.AddField(
-            model_name='deadletter',
-            name='retry_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='sync.syncrun'),
+            model_name="deadletter",
+            name="retry_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="sync.syncrun",
+            ),
         ),
         migrations.AddField(
-            model_name='deadletter',
-            name='run',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='dead_letter_rows', to='sync.syncrun'),
+            model_name="deadletter",
+            name="run",
+            field=models.ForeignKey(
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="dead_letter_rows",
+                to="sync.syncrun",
+            ),
         ),
         migrations.AddField(
-            model_name='deadletter',
-            name='site',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='dead_letters', to='sync.moodlesite'),
+            model_name="deadletter",
+            name="site",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="dead_letters", to="sync.moodlesite"
+            ),
         ),
         migrations.AddField(
-            model_name='recordevent',
-            name='record',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='sync.syncrecord'),
+            model_name="recordevent",
+            name="record",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="events", to="sync.syncrecord"
+            ),
         ),
         migrations.AddField(
-            model_name='recordevent',
-            name='run',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='record_events', to='sync.syncrun'),
+            model_name="recordevent",
+            name="run",
+            field=models.ForeignKey(
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="record_events",
+                to="sync.syncrun",
+            ),
         ),
         migrations.AddField(
-            model_name='runevent',
-            name='run',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='sync.syncrun'),
+            model_name="runevent",
+            name="run",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="events", to="sync.syncrun"
+            ),
         ),
         migrations.AddField(
-            model_name='syncsource',
-            name='site',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='source', to='sync.moodlesite'),
+            model_name="syncsource",
+            name="site",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.CASCADE, related_name="source", to="sync.moodlesite"
+            ),
         ),
         migrations.AddIndex(
-            model_name='conflict',
-            index=models.Index(fields=['site', 'status', '-created_at'], name='conflict_site_status'),
+            model_name="conflict",
+            index=models.Index(fields=["site", "status", "-created_at"], name="conflict_site_status"),
         ),
         migrations.AddConstraint(
-            model_name='conflict',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'open')), fields=('record', 'kind'), name='one_open_conflict_per_kind'),
+            model_name="conflict",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "open")),
+                fields=("record", "kind"),
+                name="one_open_conflict_per_kind",
+            ),
         ),
         migrations.AddIndex(
-            model_name='deadletter',
-            index=models.Index(fields=['site', 'status', '-last_failed_at'], name='deadletter_site_status'),
+            model_name="deadletter",
+            index=models.Index(fields=["site", "status", "-last_failed_at"], name="deadletter_site_status"),
         ),
         migrations.AddIndex(
-            model_name='deadletter',
-            index=models.Index(fields=['errorcode', 'function'], name='deadletter_code_function'),
+            model_name="deadletter",
+            index=models.Index(fields=["errorcode", "function"], name="deadletter_code_function"),
         ),
         migrations.AddConstraint(
-            model_name='deadletter',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'open')), fields=('record',), name='one_open_dead_letter'),
+            model_name="deadletter",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "open")), fields=("record",), name="one_open_dead_letter"
+            ),
         ),
         migrations.AddIndex(
-            model_name='recordevent',
-            index=models.Index(fields=['record', '-at'], name='recordevent_record_at'),
+            model_name="recordevent",
+            index=models.Index(fields=["record", "-at"], name="recordevent_record_at"),
         ),
     ]

@@ -38,6 +38,7 @@ def test_pause_stops_after_the_batch_in_flight_and_resume_finishes_the_job(sync_
     write_csv(people_csv, [person(n) for n in range(1, 101)])
     moodle.control("POST", "config", {"latency_ms": 15})
     run = engine.queue_run(sync_site, RunKind.BOOTSTRAP)
+
     def execute_in_thread() -> None:
         try:
             engine.execute(run.pk, transport=moodle.transport)

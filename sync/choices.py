@@ -105,3 +105,55 @@ class RunControl(models.TextChoices):
     NONE = "", "—"
     PAUSE = "pause", "Pause"
     CANCEL = "cancel", "Cancel"
+
+
+class DiscrepancyKind(models.TextChoices):
+    MISSING_IN_MOODLE = "missing_in_moodle", "Missing in Moodle"
+    ORPHAN_IN_MOODLE = "orphan_in_moodle", "Orphan in Moodle"
+    FIELD_DRIFT = "field_drift", "Field drift"
+    SUSPENDED_MISMATCH = "suspended_mismatch", "Suspended mismatch"
+    IDENTITY_MISMATCH = "identity_mismatch", "Identity mismatch"
+    DUPLICATE_MATCH = "duplicate_match", "Duplicate match"
+
+
+# What the reconciliation applies without asking, by default: changes towards the source that neither
+# suspend, delete nor re-link anyone.
+DEFAULT_AUTO_APPLY = [
+    DiscrepancyKind.FIELD_DRIFT.value,
+    DiscrepancyKind.MISSING_IN_MOODLE.value,
+    DiscrepancyKind.SUSPENDED_MISMATCH.value,
+]
+
+
+class DiscrepancyStatus(models.TextChoices):
+    OPEN = "open", "Waiting for approval"
+    AUTO = "auto", "Applying automatically"
+    APPLIED = "applied", "Applied"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+    BLOCKED = "blocked", "Blocked by the blast-radius guard"
+    SUPERSEDED = "superseded", "Superseded by a later reconciliation"
+
+    @classmethod
+    def waiting(cls) -> tuple[str, ...]:
+        return (cls.OPEN, cls.BLOCKED)
+
+
+class ResolutionAction(models.TextChoices):
+    CREATE = "create", "Create the Moodle user"
+    UPDATE = "update", "Update Moodle (source wins)"
+    SUSPEND = "suspend", "Suspend the Moodle user"
+    UNSUSPEND = "unsuspend", "Unsuspend the Moodle user"
+    RELINK = "relink", "Re-link to another Moodle user"
+    CHOOSE = "choose", "Link one of the matching Moodle users"
+    LINK = "link", "Link to the existing Moodle user"
+    RENAME = "rename", "Create with another username"
+    IGNORE = "ignore", "Ignore"
+
+
+class ResolutionStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved, queued"
+    REJECTED = "rejected", "Rejected"
+    APPLIED = "applied", "Applied"
+    FAILED = "failed", "Failed"

@@ -37,9 +37,11 @@ from .locks import LockLost, RunLock
 from .mapping import Mapping
 from .models import MoodleSite, RunEvent, SyncRecord, SyncRun
 from .moodle import errors
-from .moodle.client import MoodleClient
+from .moodle.client import MoodleClient, Preflight
 from .moodle.errors import MoodleError
 from .planning import Planner
+from .reconcile import Reconciler
+from .resolutions import apply_approved
 from .sources import open_source
 from .state import commit_batch, tally
 
@@ -114,9 +116,13 @@ class RunExecutor:
             self._reap_orphans()
             self.event("Started" + (" (dry run: nothing is written to Moodle)" if self.run.dry_run else ""))
             with self._client() as client:
-                self._preflight(client)
+                check = self._preflight(client)
                 if self.run.dry_run:
                     self._dry_run(client)
+                elif self.run.kind == RunKind.RECONCILE:
+                    Reconciler(self, client, check.userid).reconcile()
+                elif self.run.kind == RunKind.RESOLUTION:
+                    apply_approved(self, client)
                 else:
                     if self.run.planned_at is None:
                         self._plan()
@@ -171,10 +177,10 @@ class RunExecutor:
 
     # -- phases -----------------------------------------------------------------------------------
 
-    def _preflight(self, client: MoodleClient) -> None:
+    def _preflight(self, client: MoodleClient) -> Preflight:
         check = self._patiently(lambda: client.preflight(SYNC_FUNCTIONS))
         if check.ok:
-            return
+            return check
         problems = "; ".join(check.problems) or "the pre-flight check failed"
         if check.error_category == errors.AUTH:
             self._stop_for_auth(problems, None)

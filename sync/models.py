@@ -11,12 +11,17 @@ from django.utils import timezone
 
 from . import crypto
 from .choices import (
+    DEFAULT_AUTO_APPLY,
     ConflictKind,
     ConflictStatus,
     DeadLetterStatus,
+    DiscrepancyKind,
+    DiscrepancyStatus,
     ErrorCategory,
     PendingAction,
     RemovedPolicy,
+    ResolutionAction,
+    ResolutionStatus,
     RunControl,
     RunKind,
     RunStatus,
@@ -25,6 +30,10 @@ from .choices import (
     SyncStatus,
     TokenStatus,
 )
+
+
+def default_auto_apply() -> list[str]:
+    return list(DEFAULT_AUTO_APPLY)
 
 
 class MoodleSite(models.Model):
@@ -67,6 +76,21 @@ class MoodleSite(models.Model):
     )
     max_removal_count = models.PositiveIntegerField(
         default=500, help_text="Blast-radius guard: the same, as a number of users."
+    )
+    auto_apply_kinds = models.JSONField(
+        default=default_auto_apply,
+        blank=True,
+        help_text="Discrepancy kinds the nightly reconciliation applies without approval (towards the "
+        "source; suspensions, deletions and re-links always wait for an admin).",
+    )
+    four_eyes = models.BooleanField(
+        default=False, help_text="Whoever proposed a resolution cannot approve it."
+    )
+    rename_rule = models.CharField(
+        max_length=100,
+        default="{username}.{n}",
+        help_text="Alternative username for a conflict resolved by creating another account: {username}, "
+        "{external_id}, {n} (1, 2, ... until free).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -178,6 +202,11 @@ class SyncRecord(models.Model):
         max_length=10, choices=PendingAction.choices, default=PendingAction.UPSERT
     )
     suspended_by_hub = models.BooleanField(default=False, help_text="Suspended because it left the source.")
+    overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Values an approved resolution set instead of the source's (a username).",
+    )
     last_run = models.ForeignKey(
         "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -424,3 +453,102 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.function} for {self.record.external_id}"
+
+
+class Discrepancy(models.Model):
+    """A difference the nightly reconciliation found between the source and Moodle, with the fix it
+    proposes. Safe fixes (towards the source) apply in the same run; the others wait for an admin."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="discrepancies")
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="discrepancies")
+    record = models.ForeignKey(
+        SyncRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="discrepancies"
+    )
+    kind = models.CharField(max_length=20, choices=DiscrepancyKind.choices)
+    status = models.CharField(max_length=12, choices=DiscrepancyStatus.choices)
+    external_id = models.CharField(max_length=255, blank=True)
+    moodle_user_id = models.BigIntegerField(null=True, blank=True)
+    summary = models.CharField(max_length=500)
+    fields = models.JSONField(default=list, blank=True, help_text="For field drift: the fields that differ.")
+    source_values = models.JSONField(default=dict, blank=True)
+    moodle_values = models.JSONField(default=dict, blank=True)
+    candidates = models.JSONField(default=list, blank=True, help_text="Moodle users to choose from.")
+    proposed_action = models.CharField(max_length=12, choices=ResolutionAction.choices)
+    needs_approval = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["kind", "pk"]
+        indexes = [
+            models.Index(fields=["site", "status", "kind"], name="discrepancy_site_status_kind"),
+            models.Index(fields=["run", "kind"], name="discrepancy_run_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.summary}"
+
+
+class Resolution(models.Model):
+    """A change to Moodle or to the hub's links that someone (or the site's policy) proposed, with its
+    trail: who proposed, who decided and when, the exact calls, the run that applied it, the outcome."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="resolutions")
+    discrepancy = models.ForeignKey(
+        Discrepancy, null=True, blank=True, on_delete=models.CASCADE, related_name="resolutions"
+    )
+    conflict = models.ForeignKey(
+        Conflict, null=True, blank=True, on_delete=models.CASCADE, related_name="resolutions"
+    )
+    action = models.CharField(max_length=12, choices=ResolutionAction.choices)
+    params = models.JSONField(
+        default=dict, blank=True, help_text="What the action needs, e.g. the chosen user."
+    )
+    calls = models.JSONField(default=list, blank=True, help_text="The exact Moodle calls it makes.")
+    status = models.CharField(
+        max_length=10, choices=ResolutionStatus.choices, default=ResolutionStatus.PROPOSED
+    )
+    automatic = models.BooleanField(
+        default=False, help_text="Applied by the site's policy, without approval."
+    )
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, help_text="Why it was rejected, or what the approver noted.")
+    run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="resolutions"
+    )
+    outcome = models.TextField(blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-proposed_at"]
+        indexes = [models.Index(fields=["site", "status", "-proposed_at"], name="resolution_site_status")]
+        permissions = [("approve_resolution", "Can approve or reject resolutions")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} ({self.get_status_display()})"
+
+
+class Comment(models.Model):
+    """An operator's or admin's note on a discrepancy or a conflict."""
+
+    discrepancy = models.ForeignKey(
+        Discrepancy, null=True, blank=True, on_delete=models.CASCADE, related_name="comments"
+    )
+    conflict = models.ForeignKey(
+        Conflict, null=True, blank=True, on_delete=models.CASCADE, related_name="comments"
+    )
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.text[:60]

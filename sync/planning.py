@@ -24,7 +24,7 @@ from .sources.base import SourceRecord
 
 CHUNK = 1000
 EXAMPLES = 5
-_STAGED_FIELDS = [
+STAGED_FIELDS = [
     "payload", "payload_hash", "create_only", "username", "email", "display_name", "origin",
     "sync_status", "error_category", "error_message", "pending_action", "last_run",
 ]  # fmt: skip
@@ -53,6 +53,23 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def mark_pending(record: SyncRecord, mapped: MappedRecord, run: SyncRun) -> None:
+    """Store what the person should look like in Moodle and queue them for the batch loop."""
+    payload = {**mapped.payload, **record.overrides}
+    record.payload = payload
+    record.payload_hash = mapped.hash
+    record.create_only = sorted(mapped.create_only)
+    record.username = payload.get("username", "")
+    record.email = payload.get("email", "")
+    record.display_name = f"{payload.get('firstname', '')} {payload.get('lastname', '')}".strip()
+    record.origin = mapped.origin[:100]
+    record.sync_status = SyncStatus.PENDING
+    record.error_category = ""
+    record.error_message = ""
+    record.pending_action = PendingAction.UPSERT
+    record.last_run = run
 
 
 def _label(record: SyncRecord | SourceRecord) -> str:
@@ -100,13 +117,13 @@ class Planner:
                 continue
             else:
                 record = record or SyncRecord(site=self.site, external_id=result.external_id)
-                self._mark_pending(record, source_record, result)
+                mark_pending(record, result, self.run)
                 self.counts.changed += 1
             (changed if record.pk else new).append(record)
         if self.persist:
             with transaction.atomic():
                 SyncRecord.objects.bulk_create(new, batch_size=500)
-                SyncRecord.objects.bulk_update(changed, _STAGED_FIELDS, batch_size=500)
+                SyncRecord.objects.bulk_update(changed, STAGED_FIELDS, batch_size=500)
                 RunEvent.objects.bulk_create(events)
         return [r for r in new + changed if r.sync_status == SyncStatus.PENDING]
 
@@ -142,21 +159,6 @@ class Planner:
             self.counts.skipped += 1  # the same data would fail the same way; dead letters retry on request
             return False
         return True
-
-    def _mark_pending(self, record: SyncRecord, source_record: SourceRecord, mapped: MappedRecord) -> None:
-        payload = mapped.payload
-        record.payload = payload
-        record.payload_hash = mapped.hash
-        record.create_only = sorted(mapped.create_only)
-        record.username = payload.get("username", "")
-        record.email = payload.get("email", "")
-        record.display_name = f"{payload.get('firstname', '')} {payload.get('lastname', '')}".strip()
-        record.origin = source_record.origin[:100]
-        record.sync_status = SyncStatus.PENDING
-        record.error_category = ""
-        record.error_message = ""
-        record.pending_action = PendingAction.UPSERT
-        record.last_run = self.run
 
     def _mark_invalid(self, record: SyncRecord, source_record: SourceRecord, problem: RecordProblem) -> None:
         record.origin = source_record.origin[:100]

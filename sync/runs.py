@@ -22,7 +22,8 @@ def _who(user) -> str:
     return user.get_username() if user is not None else "the scheduler"
 
 
-def _enqueue(run: SyncRun) -> SyncRun:
+def enqueue_run(run: SyncRun) -> SyncRun:
+    """Send the run's task once the current transaction commits (so the worker finds the row)."""
     from .tasks import execute_run  # tasks import this module's callers; keep the import local
 
     def send() -> None:
@@ -44,7 +45,7 @@ def start(
     enqueue: bool = True,
 ) -> SyncRun:
     """Queue a sync run and send its task; `upload` is a CSV file read instead of the source's path."""
-    if kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL):
+    if kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RECONCILE):
         raise RunActionError(f"{kind} runs are not started here")
     with transaction.atomic():
         run = queue_run(site, kind, trigger=trigger, user=user, dry_run=dry_run)
@@ -52,7 +53,7 @@ def start(
             run.source_file = str(save_upload(site, run, upload))
             run.save(update_fields=["source_file"])
         RunEvent.objects.create(run=run, message=f"Queued by {_who(user)}")
-        return _enqueue(run) if enqueue else run
+        return enqueue_run(run) if enqueue else run
 
 
 def save_upload(site: MoodleSite, run: SyncRun, upload) -> Path:
@@ -94,7 +95,7 @@ def resume(run: SyncRun, user) -> SyncRun:
     if run.status != RunStatus.PAUSED:
         raise RunActionError(f"run #{run.pk} is {run.get_status_display().lower()}, not paused")
     RunEvent.objects.create(run=run, message=f"Resumed by {_who(user)}")
-    return _enqueue(run)
+    return enqueue_run(run)
 
 
 def retry_dead_letters(site: MoodleSite, letters, user=None, *, enqueue: bool = True) -> SyncRun | None:
@@ -120,7 +121,7 @@ def retry_dead_letters(site: MoodleSite, letters, user=None, *, enqueue: bool = 
         RunEvent.objects.create(
             run=run, message=f"Retry of {len(letters)} dead letter(s) queued by {_who(user)}"
         )
-        return _enqueue(run)
+        return enqueue_run(run)
 
 
 def discard_dead_letter(letter: DeadLetter, user, reason: str) -> None:

@@ -6,7 +6,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models.functions import Upper
 from django.utils import timezone
 
 from . import crypto
@@ -218,9 +217,8 @@ class SyncRecord(models.Model):
         indexes = [
             models.Index(fields=["site", "sync_status"], name="record_site_status"),
             models.Index(fields=["site", "moodle_id"], name="record_site_moodle_id"),
-            models.Index(Upper("username"), name="record_username_upper"),
-            models.Index(Upper("email"), name="record_email_upper"),
-            models.Index(Upper("display_name"), name="record_name_upper"),
+            # The search's prefix indexes (UPPER(col) text_pattern_ops) are made by migration 0007 in SQL.
+            models.Index(fields=["external_id"], name="record_external_id"),
         ]
 
     def __str__(self) -> str:
@@ -277,6 +275,7 @@ class SyncRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            models.Index(fields=["-created_at"], name="run_created"),
             models.Index(fields=["site", "-created_at"], name="run_site_created"),
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["kind", "-created_at"], name="run_kind_created"),
@@ -446,6 +445,7 @@ class DeadLetter(models.Model):
             )
         ]
         indexes = [
+            models.Index(fields=["status", "-last_failed_at"], name="deadletter_status"),
             models.Index(fields=["site", "status", "-last_failed_at"], name="deadletter_site_status"),
             models.Index(fields=["errorcode", "function"], name="deadletter_code_function"),
         ]

@@ -92,8 +92,16 @@ def _request(run: SyncRun, control: str, user) -> None:
 
 
 def resume(run: SyncRun, user) -> SyncRun:
-    if run.status != RunStatus.PAUSED:
-        raise RunActionError(f"run #{run.pk} is {run.get_status_display().lower()}, not paused")
+    """Continue a paused run, or one aborted by an auth or configuration failure once it is fixed: it
+    sends the records still pending (the source is read again only if it had not been read yet)."""
+    resumable = (RunStatus.PAUSED, RunStatus.ABORTED)
+    if run.status not in resumable or run.kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RETRY):
+        raise RunActionError(
+            f"run #{run.pk} is {run.get_status_display().lower()}: only paused or aborted sync runs resume"
+        )
+    SyncRun.objects.filter(pk=run.pk, status__in=resumable).update(
+        status=RunStatus.PAUSED, finished_at=None, abort_reason=""
+    )
     RunEvent.objects.create(run=run, message=f"Resumed by {_who(user)}")
     return enqueue_run(run)
 

@@ -206,7 +206,12 @@ def run_detail(request, pk: int):
 def run_progress(request, pk: int):
     """The live part of the run page, polled by htmx while the run may still change."""
     run = get_object_or_404(SyncRun.objects.select_related("site", "started_by"), pk=pk)
-    return render(request, "sync/_run_progress.html", _progress_context(run))
+    response = render(request, "sync/_run_progress.html", _progress_context(run))
+    if request.headers.get("HX-Request") and not run.is_active:
+        # Only an active run's block polls, so the run has just ended: reload the whole page, whose
+        # errors and timeline were rendered while it was still going.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 def _progress_context(run: SyncRun) -> dict:
@@ -381,7 +386,11 @@ def _records():
 
 
 def _record_context(record: SyncRecord, *, looked_up=None, lookup_error: str = "", asked: str = "") -> dict:
-    conflicts = list(record.conflicts.filter(status=ConflictStatus.OPEN).select_related("run"))
+    from .views_reconcile import conflict_choices  # that module builds on this one's helpers
+
+    conflicts = [
+        conflict_choices(c) for c in record.conflicts.filter(status=ConflictStatus.OPEN).select_related("run")
+    ]
     letters = list(record.dead_letters.select_related("run", "retry_run").order_by("-last_failed_at")[:20])
     if looked_up is not None:
         theirs, theirs_from = looked_up, f"Moodle now (looked up by {asked})"

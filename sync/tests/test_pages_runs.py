@@ -186,7 +186,7 @@ def test_run_page_shows_the_abort_reason_and_links_counters_to_records(signed_in
     assert f"/records/?run={run.pk}&amp;outcome=conflict" in page
     assert f"/records/?run={run.pk}&amp;status=error" in page
     assert f"/deadletters/?run={run.pk}&amp;status=all" in page
-    assert "start an incremental run" in page  # an aborted run is not resumed: the way on is a new run
+    assert "Resume run" in page and "then resume: the run finishes the job" in page  # story 2
 
 
 def test_run_page_groups_errors_by_category_errorcode_and_outcome(signed_in, site):

@@ -1,0 +1,89 @@
+"""Stories 7 and 9 in a real browser, with a real worker and the simulator over HTTP: start a run from the
+site page, watch the progress bar reach 100 %, read its detail, retry a dead letter."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from integration_hub.testing import HUB_TOKEN, MAPPING, Moodle, person, sign_in, write_csv
+from simulator.app import SimConfig, create_app
+from simulator.server import serve
+from sync.choices import DeadLetterStatus, TokenStatus
+from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncSource
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_start_a_run_watch_it_finish_and_retry_a_dead_letter(
+    page, operator, child_env, clean_redis, tmp_path
+):
+    moodle = Moodle(create_app(SimConfig(latency_ms=10, seed=11), control=True))
+    moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    # The first create call fails with 503 on every attempt: its 20 people become dead letters.
+    moodle.control("POST", "inject", {"kinds": ["503"] * 3, "function": "core_user_create_users"})
+    csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 61)])
+    with serve(moodle.app) as server:
+        site = MoodleSite.objects.create(
+            slug="south", name="South Campus", base_url=server.url, min_spacing_ms=0, calls_per_minute=10_000,
+            batch_size=20,
+        )  # fmt: skip
+        token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
+        token.set_token(HUB_TOKEN)
+        token.save()
+        SyncSource.objects.create(
+            site=site, kind="csv", config={"path": str(csv_path), "id_column": "employee_id"}, mapping=MAPPING
+        )
+        env = {**child_env, "MOODLE_RETRY_ATTEMPTS": "3", "MOODLE_RETRY_BASE_S": "0.05"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
+             "--loglevel", "WARNING", "--hostname", "browser-test@%h"],
+            env=env,
+        )  # fmt: skip
+        try:
+            sign_in(page, "operator")
+            page.get_by_role("link", name="Sites").click()
+            page.get_by_role("link", name="South Campus").click()
+            page.get_by_label("Bootstrap").check()
+            page.get_by_role("button", name="Start run").click()
+            page.wait_for_url(re.compile(r"/runs/\d+/$"))
+            progress = page.locator("progress")
+            progress.wait_for()
+            page.wait_for_function(
+                "() => document.querySelector('progress') && document.querySelector('progress').value == 100",
+                timeout=60_000,
+            )
+            # The page reloads itself when the run ends; its error groups then show the 503s.
+            page.locator("main").get_by_text("503").first.wait_for()
+            progress_block = page.locator("#run-progress").inner_text()
+            assert "100 %" in progress_block and "60 of 60 records" in progress_block
+            assert page.get_by_role("heading", name="Errors").is_visible()  # 20 dead letters, grouped
+            assert page.get_by_role("heading", name="Timeline").is_visible()
+            assert (
+                "HTTP 503" in page.locator("main").inner_text() or "503" in page.locator("main").inner_text()
+            )
+
+            assert DeadLetter.objects.filter(status=DeadLetterStatus.OPEN).count() == 20
+            page.get_by_role("link", name="Dead letters").first.click()
+            first = DeadLetter.objects.order_by("pk").first()
+            page.get_by_role(
+                "button", name=f"Retry dead letter {first.pk} for {first.record.external_id}"
+            ).click()
+            page.wait_for_load_state()
+            assert page.get_by_text("Queued retry run").first.is_visible()
+            resolved = "/deadletters/?status=resolved"
+            page.wait_for_function(
+                f"async () => (await (await fetch('{resolved}')).text())"
+                f".includes('{first.record.external_id}')",
+                timeout=60_000,
+            )
+            page.goto(resolved)
+            assert page.get_by_text(first.record.external_id).first.is_visible()
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        first.refresh_from_db()
+        assert first.status == DeadLetterStatus.RESOLVED
+        assert first.record.external_id in moodle.people()

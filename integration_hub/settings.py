@@ -202,6 +202,23 @@ UPLOAD_DIR = Path(env.str("UPLOAD_DIR", default=str(BASE_DIR / "var" / "uploads"
 # The scheduler is called silent when its heartbeat task has not finished for this long.
 SCHEDULER_STALE_AFTER_S = env.int("SCHEDULER_STALE_AFTER_S", default=180)
 
+# Monitoring (monitoring/heartbeat.py, rules.py, alerts.py, metrics.py).
+PROBE_INTERVAL_S = env.int("PROBE_INTERVAL_S", default=300)  # how often each site is probed
+WORKER_HEARTBEAT_TTL_S = env.int("WORKER_HEARTBEAT_TTL_S", default=90)  # a worker silent this long is down
+ALERT_REPEAT_AFTER_S = env.int("ALERT_REPEAT_AFTER_S", default=4 * 3600)  # re-notify a still-open alert
+ALERT_CONSECUTIVE = env.int("ALERT_CONSECUTIVE", default=2)  # evaluations a condition must hold first
+ALERT_WINDOW_S = env.int("ALERT_WINDOW_S", default=900)  # rolling window for error rates
+ALERT_TRANSIENT_RATE = env.float("ALERT_TRANSIENT_RATE", default=0.10)  # sustained share of transient errors
+ALERT_TRANSIENT_MIN_CALLS = env.int("ALERT_TRANSIENT_MIN_CALLS", default=20)
+ALERT_BREAKER_OPEN_S = env.int("ALERT_BREAKER_OPEN_S", default=600)
+ALERT_TOKEN_EXPIRY_DAYS = env.list("ALERT_TOKEN_EXPIRY_DAYS", cast=int, default=[30, 14, 7, 1])
+ALERT_STUCK_RUN_S = env.int("ALERT_STUCK_RUN_S", default=900)  # a running run with no progress this long
+ALERT_START_DRIFT_S = env.int("ALERT_START_DRIFT_S", default=600)  # a schedule late by more than this
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)
+# /metrics: a bearer token, or clients from these networks (CIDRs). Neither set = /metrics refuses all.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,

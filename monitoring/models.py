@@ -120,6 +120,9 @@ class Alert(models.Model):
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
+    last_notified_at = models.DateTimeField(null=True, blank=True)
+    notifications = models.PositiveIntegerField(default=0)
+    recovery_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen_at"]
@@ -132,3 +135,140 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class ProbeResult(models.Model):
+    """One heartbeat probe of a Moodle site (`core_webservice_get_site_info` through the client)."""
+
+    site = models.ForeignKey("sync.MoodleSite", on_delete=models.CASCADE, related_name="probes")
+    at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    latency_ms = models.FloatField(null=True, blank=True)
+    release = models.CharField(max_length=100, blank=True)
+    version = models.CharField(max_length=30, blank=True)
+    functions = models.JSONField(default=list, blank=True, help_text="Functions the token may call.")
+    missing_functions = models.JSONField(
+        default=list, blank=True, help_text="Needed by the hub, not allowed."
+    )
+    error_category = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["site", "-at"], name="probe_site_at")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {'ok' if self.ok else 'failed'} at {self.at:%H:%M:%S}"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go: an email list or a webhook (JSON POST signed with HMAC-SHA256).
+
+    A permanent delivery failure (a 4xx from the webhook, a refused address) disables the channel and
+    says why on the alerts page; transient failures are retried.
+    """
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    target = models.TextField(help_text="Email addresses (comma-separated) or the webhook URL.")
+    secret_encrypted = models.TextField(blank=True, editable=False, help_text="HMAC key, encrypted at rest.")
+    min_severity = models.CharField(
+        max_length=10, choices=Alert.Severity.choices, default=Alert.Severity.WARNING
+    )
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.TextField(blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class Delivery(models.Model):
+    """One attempt to deliver one alert notice through one channel, with its outcome and duration."""
+
+    class Event(models.TextChoices):
+        FIRING = "firing", "Firing"
+        REPEAT = "repeat", "Still firing (re-notified)"
+        RECOVERY = "recovery", "Recovered"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(AlertChannel, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=10, choices=Event.choices)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    ok = models.BooleanField()
+    permanent = models.BooleanField(default=False, help_text="A failure that disabled the channel.")
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField()
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["alert", "-at"], name="delivery_alert_at")]
+
+    def __str__(self) -> str:
+        return f"{self.event} via {self.channel_id}: {'ok' if self.ok else 'failed'}"
+
+
+class AlertMute(models.Model):
+    """Silences notifications for alerts whose key starts with `key_prefix` until it expires."""
+
+    key_prefix = models.CharField(
+        max_length=200, help_text="e.g. auth:north, or token_expiry: for every site"
+    )
+    reason = models.TextField()
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-expires_at"]
+
+    def __str__(self) -> str:
+        return f"mute {self.key_prefix} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+class RuleState(models.Model):
+    """How many consecutive evaluations a rule's condition has held, so one blip never pages anyone."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    since = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"
+
+
+class SchedulePing(models.Model):
+    """Success and failure ping URLs for one beat schedule, for an external dead-man service (like
+    tool_heartbeat does for Moodle's cron): pinged when the scheduled work finished, not when it started."""
+
+    task_name = models.CharField(max_length=200, unique=True, help_text="The PeriodicTask's name.")
+    success_url = models.URLField(blank=True)
+    failure_url = models.URLField(blank=True)
+
+    def __str__(self) -> str:
+        return self.task_name
+
+
+class AuditEntry(models.Model):
+    """Who did what to the hub's configuration: a token promoted or revoked, a lock broken, a channel
+    re-enabled. Sync work has its own trail (runs, record events, resolutions)."""
+
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=50)
+    target = models.CharField(max_length=200)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["-at"], name="audit_at")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

@@ -135,6 +135,10 @@ class ServiceToken(models.Model):
     )
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_verified_at = models.DateTimeField(null=True, blank=True)
+    verify_error = models.TextField(blank=True, help_text="Why the last verification failed, if it did.")
+    revoke_pending = models.BooleanField(
+        default=False, help_text="Demoted by a rotation: revoke it in Moodle, then confirm here."
+    )
 
     class Meta:
         ordering = ["site", "-created_at"]

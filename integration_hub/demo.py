@@ -132,6 +132,8 @@ def main() -> int:
         if not _port_free(wanted):
             print(f"demo: port {wanted} is taken; run `{hint}`", file=sys.stderr)
             return 2
+    # The demo probes its Moodle every minute, so a revoked token shows within a minute.
+    os.environ.setdefault("PROBE_INTERVAL_S", "60")
     with DevServices(DEFAULT_VAR_DIR):
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integration_hub.settings")
         _manage("migrate", "--no-input", "-v", "0")

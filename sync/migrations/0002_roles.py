@@ -1,11 +1,8 @@
-"""Create the Operators and Admins groups with their permissions.
+"""Create the Operators and Admins groups with their permissions."""
 
-Permissions are normally created after all migrations (post_migrate); they are created here first so
-that the groups can be given them in the same `migrate`.
-"""
-
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from sync.roles import ADMINS, OPERATORS, grant_permissions
 
 OPERATOR_PERMISSIONS = [
     "sync.view_moodlesite",
@@ -38,19 +35,7 @@ ADMIN_PERMISSIONS = OPERATOR_PERMISSIONS + [
 
 
 def create_roles(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for group_name, names in (("Operators", OPERATOR_PERMISSIONS), ("Admins", ADMIN_PERMISSIONS)):
-        group, _ = Group.objects.get_or_create(name=group_name)
-        for name in names:
-            app_label, codename = name.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    grant_permissions(apps, {OPERATORS: OPERATOR_PERMISSIONS, ADMINS: ADMIN_PERMISSIONS})
 
 
 def remove_roles(apps, schema_editor):

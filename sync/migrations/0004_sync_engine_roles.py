@@ -1,8 +1,9 @@
 """Permissions for the sync engine's pages: operators see runs, records, conflicts and dead letters, and
 may retry or discard dead letters; admins also manage sources and read the alerts and call logs."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from sync.roles import ADMINS, OPERATORS, grant_permissions
 
 OPERATOR_PERMISSIONS = [
     "sync.view_syncsource",
@@ -26,19 +27,7 @@ ADMIN_PERMISSIONS = OPERATOR_PERMISSIONS + [
 
 
 def grant(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for group_name, names in (("Operators", OPERATOR_PERMISSIONS), ("Admins", ADMIN_PERMISSIONS)):
-        group = Group.objects.get(name=group_name)
-        for name in names:
-            app_label, codename = name.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    grant_permissions(apps, {OPERATORS: OPERATOR_PERMISSIONS, ADMINS: ADMIN_PERMISSIONS})
 
 
 class Migration(migrations.Migration):

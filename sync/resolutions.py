@@ -82,6 +82,43 @@ def planned_calls(
     return [{"function": "core_user_create_users", "params": {"users": [payload]}}]
 
 
+def complete_params(
+    action: str,
+    *,
+    discrepancy: Discrepancy | None = None,
+    conflict: Conflict | None = None,
+    params: dict | None = None,
+    client: MoodleClient | None = None,
+) -> dict:
+    """Check a proposal's params and add what the action implies: the other accounts a choice retires,
+    the free username a rename takes. Raises ResolutionError naming what is wrong."""
+    params = dict(params or {})
+    target = discrepancy or conflict
+    if target is None:
+        raise ResolutionError("a resolution needs a discrepancy or a conflict")
+    if conflict is not None and action not in CONFLICT_ACTIONS.get(conflict.kind, ()):
+        raise ResolutionError(f"{action} does not resolve a {conflict.get_kind_display().lower()} conflict")
+    if action in (ResolutionAction.LINK, ResolutionAction.CHOOSE) and not params.get("user_id"):
+        raise ResolutionError("say which Moodle user to link")
+    offered = discrepancy.candidates if discrepancy is not None else conflict.their_users
+    if params.get("user_id") and offered and int(params["user_id"]) not in {int(u["id"]) for u in offered}:
+        raise ResolutionError(f"Moodle user {params['user_id']} is not one of the users offered here")
+    if action == ResolutionAction.CHOOSE:
+        params["retire"] = [int(c["id"]) for c in offered if int(c["id"]) != int(params["user_id"])]
+    if action == ResolutionAction.RENAME:
+        params["overrides"] = {"username": alternative_username(target.record, client)}
+    return params
+
+
+def preview(action: str, **kwargs) -> list:
+    """The exact calls a proposal would make, without recording anything."""
+    discrepancy, conflict = kwargs.get("discrepancy"), kwargs.get("conflict")
+    params = complete_params(action, **kwargs)
+    return planned_calls(
+        action, record=(discrepancy or conflict).record, discrepancy=discrepancy, params=params
+    )
+
+
 def propose(
     *,
     action: str,
@@ -92,20 +129,8 @@ def propose(
     client: MoodleClient | None = None,
 ) -> Resolution:
     """Record a proposal. `params` names the chosen Moodle user for link, re-link and choose."""
-    params = dict(params or {})
+    params = complete_params(action, discrepancy=discrepancy, conflict=conflict, params=params, client=client)
     target = discrepancy or conflict
-    if target is None:
-        raise ResolutionError("a resolution needs a discrepancy or a conflict")
-    record = target.record
-    if conflict is not None and action not in CONFLICT_ACTIONS.get(conflict.kind, ()):
-        raise ResolutionError(f"{action} does not resolve a {conflict.get_kind_display().lower()} conflict")
-    if action in (ResolutionAction.LINK, ResolutionAction.CHOOSE) and not params.get("user_id"):
-        raise ResolutionError("say which Moodle user to link")
-    if action == ResolutionAction.CHOOSE:
-        others = [int(c["id"]) for c in discrepancy.candidates if int(c["id"]) != int(params["user_id"])]
-        params["retire"] = others
-    if action == ResolutionAction.RENAME:
-        params["overrides"] = {"username": alternative_username(record, client)}
     if Resolution.objects.filter(
         discrepancy=discrepancy,
         conflict=conflict,
@@ -118,9 +143,27 @@ def propose(
         conflict=conflict,
         action=action,
         params=params,
-        calls=planned_calls(action, record=record, discrepancy=discrepancy, params=params),
+        calls=planned_calls(action, record=target.record, discrepancy=discrepancy, params=params),
         proposed_by=user,
     )
+
+
+def dismiss(discrepancy: Discrepancy, user, note: str) -> Resolution:
+    """Decline a discrepancy's proposal without choosing anything (e.g. duplicates nobody should link):
+    recorded as a rejected resolution with no calls, so the trail says who and why."""
+    if not note.strip():
+        raise ResolutionError("say why it is rejected")
+    resolution = Resolution(
+        site=discrepancy.site, discrepancy=discrepancy, action=discrepancy.proposed_action, calls=[]
+    )
+    check_may_decide(user, resolution)
+    resolution.status = ResolutionStatus.REJECTED
+    resolution.decided_by = user
+    resolution.decided_at = timezone.now()
+    resolution.note = note.strip()
+    resolution.save()
+    Discrepancy.objects.filter(pk=discrepancy.pk).update(status=DiscrepancyStatus.REJECTED)
+    return resolution
 
 
 def alternative_username(record: SyncRecord, client: MoodleClient | None) -> str:

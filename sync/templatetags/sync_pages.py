@@ -1,12 +1,13 @@
 """Template helpers of the sync pages."""
 
+import json
 from datetime import timedelta
 
 from django import template
 from django.db.models import Count
 
-from sync.choices import ConflictStatus, DeadLetterStatus, SyncStatus
-from sync.models import Conflict, DeadLetter, SyncRecord
+from sync.choices import ConflictStatus, DeadLetterStatus, DiscrepancyKind, DiscrepancyStatus, SyncStatus
+from sync.models import Conflict, DeadLetter, Discrepancy, SyncRecord
 
 register = template.Library()
 
@@ -31,14 +32,15 @@ def item(mapping: dict, key):
 
 @register.simple_tag
 def problem_counts(rows) -> dict[int, dict[str, int]]:
-    """Open conflicts, open dead letters and records in error per site, for the overview: three grouped
-    queries for all sites, not three per site."""
+    """Open conflicts, discrepancies waiting for approval, open dead letters and records in error per site,
+    for the overview: one grouped query each for all sites, not one per site."""
     site_ids = [row["site"].pk for row in rows]
     counts: dict[int, dict[str, int]] = {
-        site_id: {"conflicts": 0, "dead_letters": 0, "errors": 0} for site_id in site_ids
+        site_id: {"conflicts": 0, "discrepancies": 0, "dead_letters": 0, "errors": 0} for site_id in site_ids
     }
     sources = (
         ("conflicts", Conflict.objects.filter(status=ConflictStatus.OPEN)),
+        ("discrepancies", Discrepancy.objects.filter(status__in=DiscrepancyStatus.waiting())),
         ("dead_letters", DeadLetter.objects.filter(status=DeadLetterStatus.OPEN)),
         ("errors", SyncRecord.objects.filter(sync_status=SyncStatus.ERROR)),
     )
@@ -49,3 +51,28 @@ def problem_counts(rows) -> dict[int, dict[str, int]]:
         for site_id, n in grouped:
             counts[site_id][name] = n
     return counts
+
+
+@register.filter
+def kind_labels(kinds) -> str:
+    """A site's auto_apply_kinds in words."""
+    labels = [DiscrepancyKind(kind).label for kind in kinds or [] if kind in DiscrepancyKind.values]
+    labels = [label[:1].lower() + label[1:] for label in labels]
+    return ", ".join(labels) or "nothing: every discrepancy waits for an Admin"
+
+
+@register.simple_tag
+def decisions_waiting(site) -> dict[str, int]:
+    """What waits for a decision on one site (its page): discrepancies and open conflicts."""
+    return {
+        "discrepancies": Discrepancy.objects.filter(
+            site=site, status__in=DiscrepancyStatus.waiting()
+        ).count(),
+        "conflicts": Conflict.objects.filter(site=site, status=ConflictStatus.OPEN).count(),
+    }
+
+
+@register.filter
+def as_json(value) -> str:
+    """A planned call's parameters as they are recorded, for the preview and the trail."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=False)

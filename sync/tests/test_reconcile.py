@@ -173,3 +173,19 @@ def test_four_eyes_rule_stops_the_proposer_approving(synced, moodle, people_csv,
     proposal = resolutions.propose(action=orphan.proposed_action, discrepancy=orphan, user=hub_admin)
     with pytest.raises(PermissionDenied, match="four-eyes"):
         resolutions.approve([proposal], hub_admin)
+
+
+def test_a_duplicate_nobody_should_link_is_dismissed_with_a_reason(synced, moodle, people_csv, hub_admin):
+    seed_drift_of_every_kind(moodle, people_csv)
+    execute(synced, moodle, RunKind.RECONCILE)
+    duplicate = Discrepancy.objects.get(kind=DiscrepancyKind.DUPLICATE_MATCH)
+    with pytest.raises(resolutions.ResolutionError, match="not one of the users offered"):
+        resolutions.propose(
+            action=duplicate.proposed_action, discrepancy=duplicate, params={"user_id": 99999}
+        )
+    with pytest.raises(resolutions.ResolutionError, match="say why"):
+        resolutions.dismiss(duplicate, hub_admin, " ")
+    trail = resolutions.dismiss(duplicate, hub_admin, "HR is merging these two people")
+    duplicate.refresh_from_db()
+    assert duplicate.status == DiscrepancyStatus.REJECTED
+    assert (trail.status, trail.decided_by, trail.calls) == (ResolutionStatus.REJECTED, hub_admin, [])

@@ -32,6 +32,7 @@ class CallLogWriter:
             CallLog.objects.create(
                 site=self.site,
                 run=self.run,
+                token=self.token if self.token is not None and self.token.pk else None,
                 function=record.function,
                 params=record.params,
                 outcome=record.outcome,

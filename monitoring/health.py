@@ -1,4 +1,4 @@
-"""Health of the hub's own parts: database, Redis and the scheduler's heartbeat.
+"""Health of the hub's own parts: database, Redis, the workers and the scheduler's heartbeat.
 
 One function serves /healthz and `manage.py healthcheck`, so the load balancer and the container
 health checks judge the same way.
@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from .models import Heartbeat
+from .worker_liveness import alive_workers
 
 
 @dataclass
@@ -39,6 +40,22 @@ def check_redis() -> Component:
         return Component("redis", False, type(exc).__name__)
 
 
+def check_worker() -> Component:
+    """Workers whose liveness key (refreshed by a thread in each worker) has not expired."""
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        names = alive_workers(client)
+    except redis.RedisError as exc:
+        return Component("worker", False, f"cannot read worker liveness: {type(exc).__name__}")
+    if not names:
+        return Component(
+            "worker",
+            False,
+            f"no worker alive (none refreshed its key in {settings.WORKER_HEARTBEAT_TTL_S} s)",
+        )
+    return Component("worker", True, f"{len(names)} worker{'s' if len(names) != 1 else ''} alive")
+
+
 def check_scheduler(now=None) -> Component:
     try:
         beat = Heartbeat.objects.filter(name=Heartbeat.SCHEDULER).first()
@@ -52,7 +69,12 @@ def check_scheduler(now=None) -> Component:
     )
 
 
-CHECKS = {"database": check_database, "redis": check_redis, "scheduler": check_scheduler}
+CHECKS = {
+    "database": check_database,
+    "redis": check_redis,
+    "worker": check_worker,
+    "scheduler": check_scheduler,
+}
 
 
 def run_checks(names: list[str] | None = None) -> tuple[bool, list[dict]]:

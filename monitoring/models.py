@@ -43,6 +43,14 @@ class CallLog(models.Model):
     run = models.ForeignKey(
         "sync.SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="call_logs"
     )
+    token = models.ForeignKey(
+        "sync.ServiceToken",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The token the call used (a standby being verified is not the site's active one).",
+    )
     function = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True)
     outcome = models.CharField(max_length=20, help_text="ok, or the error category")

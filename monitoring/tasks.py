@@ -4,6 +4,7 @@ import socket
 
 from celery import shared_task
 
+from . import alerts, heartbeat, rules
 from .models import Heartbeat
 
 
@@ -11,3 +12,19 @@ from .models import Heartbeat
 def record_scheduler_heartbeat() -> str:
     beat = Heartbeat.record(Heartbeat.SCHEDULER, detail=f"worker {socket.gethostname()}")
     return f"scheduler heartbeat at {beat.last_finished_at.isoformat()}"
+
+
+@shared_task(name="monitoring.probe_sites", ignore_result=True)
+def probe_sites() -> str:
+    return f"probed {heartbeat.probe_sites()} site(s)"
+
+
+@shared_task(name="monitoring.evaluate_alerts", ignore_result=True)
+def evaluate_alerts() -> str:
+    """Every minute: run the alert rules, then send the notices that are due (a few steps at most, so a
+    storm of notices does not hold the worker for long)."""
+    evaluation = rules.evaluate()
+    steps = 0
+    while steps < 5 and alerts.notify_pending():
+        steps += 1
+    return f"{evaluation}; {steps} notification step(s)"

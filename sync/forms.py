@@ -5,7 +5,20 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .choices import DeadLetterStatus, ErrorCategory, RunKind, RunStatus, SourceKind, SyncStatus
+from .choices import (
+    ConflictKind,
+    ConflictStatus,
+    DeadLetterStatus,
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    ErrorCategory,
+    ResolutionAction,
+    ResolutionStatus,
+    RunKind,
+    RunStatus,
+    SourceKind,
+    SyncStatus,
+)
 from .models import MoodleSite, RecordEvent, SyncSource
 
 
@@ -300,3 +313,162 @@ class DiscardForm(forms.Form):
         if not reason:
             raise forms.ValidationError("Say why this dead letter is discarded.")
         return reason
+
+
+# -- reconciliation and approvals ---------------------------------------------------------------------
+
+WAITING = "waiting"  # a status filter value: open or blocked, i.e. everything an admin still has to decide
+ANY_STATUS = "all"
+
+
+class DiscrepancyFilterForm(FilterForm):
+    kind = forms.ChoiceField(choices=_with_any(DiscrepancyKind.choices), required=False)
+    status = forms.ChoiceField(
+        choices=[(WAITING, "Waiting for a decision"), *DiscrepancyStatus.choices, (ANY_STATUS, "Any status")],
+        required=False,
+        initial=WAITING,
+    )
+    site = _site_field()
+    run = forms.IntegerField(
+        required=False, min_value=1, label="Run #", help_text="The reconciliation that found them."
+    )
+
+    @property
+    def chosen_status(self) -> str:
+        return self.value("status") or WAITING
+
+    def filter(self, discrepancies: QuerySet, *, by_kind_and_site: bool = True) -> QuerySet:
+        """`by_kind_and_site=False` leaves kind and site out: the counts table spans every kind and site."""
+        if self.chosen_status == WAITING:
+            discrepancies = discrepancies.filter(status__in=DiscrepancyStatus.waiting())
+        elif self.chosen_status != ANY_STATUS:
+            discrepancies = discrepancies.filter(status=self.chosen_status)
+        if run := self.value("run"):
+            discrepancies = discrepancies.filter(run_id=run)
+        if by_kind_and_site:
+            if kind := self.value("kind"):
+                discrepancies = discrepancies.filter(kind=kind)
+            if site := self.value("site"):
+                discrepancies = discrepancies.filter(site=site)
+        return discrepancies
+
+    def describe(self) -> str:
+        """The filter in words, for the confirmation of a bulk approval."""
+        kind = self.value("kind")
+        words = [f"{DiscrepancyKind(kind).label.lower()} discrepancies" if kind else "discrepancies"]
+        status = self.chosen_status
+        if status == WAITING:
+            words.append("waiting for a decision")
+        elif status != ANY_STATUS:
+            words.append(f"with status “{DiscrepancyStatus(status).label.lower()}”")
+        site = self.value("site")
+        words.append(f"on {site.name}" if site else "on every site")
+        if run := self.value("run"):
+            words.append(f"found by run #{run}")
+        return " ".join(words)
+
+
+class ConflictFilterForm(FilterForm):
+    kind = forms.ChoiceField(choices=_with_any(ConflictKind.choices), required=False)
+    status = forms.ChoiceField(
+        choices=[*ConflictStatus.choices, (ANY_STATUS, "Any status")],
+        required=False,
+        initial=ConflictStatus.OPEN,
+    )
+    site = _site_field()
+    run = forms.IntegerField(
+        required=False, min_value=1, label="Run #", help_text="The run that raised them."
+    )
+
+    @property
+    def chosen_status(self) -> str:
+        return self.value("status") or ConflictStatus.OPEN
+
+    def filter(self, conflicts: QuerySet, *, by_kind_and_site: bool = True) -> QuerySet:
+        if self.chosen_status != ANY_STATUS:
+            conflicts = conflicts.filter(status=self.chosen_status)
+        if run := self.value("run"):
+            conflicts = conflicts.filter(run_id=run)
+        if by_kind_and_site:
+            if kind := self.value("kind"):
+                conflicts = conflicts.filter(kind=kind)
+            if site := self.value("site"):
+                conflicts = conflicts.filter(site=site)
+        return conflicts
+
+
+class ResolutionFilterForm(FilterForm):
+    site = _site_field()
+    status = forms.ChoiceField(choices=_with_any(ResolutionStatus.choices), required=False)
+    action = forms.ChoiceField(choices=_with_any(ResolutionAction.choices), required=False)
+    decided = forms.ChoiceField(
+        choices=[("", "Anyone"), ("person", "A person"), ("policy", "The site's policy")],
+        required=False,
+        label="Decided by",
+    )
+    run = forms.IntegerField(
+        required=False, min_value=1, label="Run #", help_text="The run that applied them."
+    )
+
+    def filter(self, resolutions: QuerySet) -> QuerySet:
+        if site := self.value("site"):
+            resolutions = resolutions.filter(site=site)
+        if status := self.value("status"):
+            resolutions = resolutions.filter(status=status)
+        if action := self.value("action"):
+            resolutions = resolutions.filter(action=action)
+        if decided := self.value("decided"):
+            resolutions = resolutions.filter(automatic=decided == "policy")
+        if run := self.value("run"):
+            resolutions = resolutions.filter(run_id=run)
+        return resolutions
+
+
+class CommentForm(forms.Form):
+    text = forms.CharField(
+        label="Comment",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=4000,
+        help_text="Seen by everyone who looks at this, e.g. “HR confirms the new department”.",
+    )
+
+
+class RejectForm(forms.Form):
+    note = forms.CharField(
+        label="Why reject?",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        help_text="Kept in the resolution history, e.g. “Moodle is right: HR will fix the export”.",
+    )
+
+    def clean_note(self) -> str:
+        note = self.cleaned_data["note"].strip()
+        if not note:
+            raise forms.ValidationError("Say why this is rejected.")
+        return note
+
+
+class TokenAddForm(forms.Form):
+    """A new service token, typed once. The password input never renders its value back, not even when
+    another field has an error: the admin re-enters it rather than the page carrying it around."""
+
+    label = forms.CharField(max_length=100, help_text="For people, e.g. “2026 rotation”.")
+    token = forms.CharField(
+        label="Token",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        max_length=200,
+        strip=True,
+        help_text="From Moodle: Site administration > Server > Web services > Manage tokens. "
+        "Shown afterwards only by its last four characters.",
+    )
+    valid_until = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="As set in Moodle (“Valid until”); empty if it never expires.",
+    )
+    ip_restriction = forms.CharField(
+        label="IP restriction",
+        max_length=500,
+        required=False,
+        help_text="As set in Moodle, for reference, e.g. “10.0.0.0/8”.",
+    )

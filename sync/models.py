@@ -484,6 +484,7 @@ class Discrepancy(models.Model):
     class Meta:
         ordering = ["kind", "pk"]
         indexes = [
+            models.Index(fields=["status", "kind", "-created_at"], name="discrepancy_status_kind"),
             models.Index(fields=["site", "status", "kind"], name="discrepancy_site_status_kind"),
             models.Index(fields=["run", "kind"], name="discrepancy_run_kind"),
         ]

@@ -1,12 +1,20 @@
 from django.urls import path
 
-from . import views
+from . import views, views_locks, views_reconcile, views_tokens
 
 urlpatterns = [
     path("sites/", views.site_list, name="site_list"),
     path("sites/add/", views.site_add, name="site_add"),
     path("sites/<slug:slug>/", views.site_detail, name="site_detail"),
     path("sites/<slug:slug>/run/", views.run_start, name="run_start"),
+    path("sites/<slug:slug>/reconcile/", views_reconcile.site_reconcile, name="site_reconcile"),
+    path("sites/<slug:slug>/tokens/", views_tokens.site_tokens, name="site_tokens"),
+    path("sites/<slug:slug>/tokens/<int:pk>/verify/", views_tokens.token_verify, name="token_verify"),
+    path("sites/<slug:slug>/tokens/<int:pk>/promote/", views_tokens.token_promote, name="token_promote"),
+    path("sites/<slug:slug>/tokens/<int:pk>/revoked/", views_tokens.token_revoked, name="token_revoked"),
+    path("tokens/", views_tokens.token_timeline, name="token_timeline"),
+    path("locks/", views_locks.lock_list, name="locks"),
+    path("locks/<slug:slug>/<int:run_id>/break/", views_locks.lock_break, name="lock_break"),
     path("runs/", views.run_list, name="run_list"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
@@ -20,4 +28,21 @@ urlpatterns = [
     path("deadletters/retry/", views.deadletter_retry_filtered, name="deadletter_retry_filtered"),
     path("deadletters/<int:pk>/retry/", views.deadletter_retry, name="deadletter_retry"),
     path("deadletters/<int:pk>/discard/", views.deadletter_discard, name="deadletter_discard"),
+    path("discrepancies/", views_reconcile.discrepancy_list, name="discrepancy_list"),
+    path(
+        "discrepancies/approve/",
+        views_reconcile.discrepancy_approve_filtered,
+        name="discrepancy_approve_filtered",
+    ),
+    path("discrepancies/<int:pk>/", views_reconcile.discrepancy_detail, name="discrepancy_detail"),
+    path("discrepancies/<int:pk>/approve/", views_reconcile.discrepancy_approve, name="discrepancy_approve"),
+    path("discrepancies/<int:pk>/reject/", views_reconcile.discrepancy_reject, name="discrepancy_reject"),
+    path("discrepancies/<int:pk>/comment/", views_reconcile.discrepancy_comment, name="discrepancy_comment"),
+    path("conflicts/", views_reconcile.conflict_list, name="conflict_list"),
+    path("conflicts/<int:pk>/", views_reconcile.conflict_detail, name="conflict_detail"),
+    path("conflicts/<int:pk>/propose/", views_reconcile.conflict_propose, name="conflict_propose"),
+    path("conflicts/<int:pk>/comment/", views_reconcile.conflict_comment, name="conflict_comment"),
+    path("resolutions/", views_reconcile.resolution_list, name="resolution_list"),
+    path("resolutions/<int:pk>/approve/", views_reconcile.resolution_approve, name="resolution_approve"),
+    path("resolutions/<int:pk>/reject/", views_reconcile.resolution_reject, name="resolution_reject"),
 ]

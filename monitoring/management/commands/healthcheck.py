@@ -6,7 +6,7 @@ from monitoring.health import CHECKS, run_checks
 
 
 class Command(BaseCommand):
-    help = "Check the hub's parts (database, redis, scheduler) as /healthz does; exit 1 when one is down."
+    help = "Check the hub's parts (database, redis, worker, scheduler) like /healthz; exit 1 if one is down."
 
     def add_arguments(self, parser):
         parser.add_argument("components", nargs="*", choices=sorted(CHECKS), help="default: all")

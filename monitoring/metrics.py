@@ -1,0 +1,472 @@
+"""Error rates, latency and throughput from the audit rows, for the errors page and /metrics.
+
+Everything is aggregated in PostgreSQL (GROUP BY over CallLog, time buckets from the epoch,
+percentile_cont for latency), so the pages stay fast with millions of calls. Categories are the client's
+(sync.moodle.errors); "ok" is a successful call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Aggregate, Count, FloatField, Func, Max, Q, QuerySet
+from django.db.models.fields import DateTimeField
+from django.utils import timezone
+
+from sync.choices import DeadLetterStatus, RunStatus, TokenStatus
+from sync.connect import shared_redis
+from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncRun
+from sync.moodle import errors
+from sync.moodle.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerConfig, BreakerState
+
+from .models import Alert, CallLog, Heartbeat, ProbeResult
+from .worker_liveness import alive_workers
+
+OK = "ok"
+# In the order the chart stacks them (worst on top) and the tables list them.
+CATEGORIES = (
+    errors.TRANSIENT,
+    errors.MAINTENANCE,
+    errors.CLIENT_FAULT,
+    errors.CONFLICT,
+    errors.AUTH,
+    errors.CONFIG,
+)
+CATEGORY_LABELS = {
+    OK: "OK",
+    errors.TRANSIENT: "Transient",
+    errors.MAINTENANCE: "Maintenance",
+    errors.CLIENT_FAULT: "Client fault",
+    errors.CONFLICT: "Conflict",
+    errors.AUTH: "Authorization",
+    errors.CONFIG: "Configuration",
+}
+CATEGORY_MEANING = {
+    errors.TRANSIENT: "Moodle or the network hiccuped; retried with backoff. Noise up to 5-10 %.",
+    errors.MAINTENANCE: "The site was in maintenance mode on purpose; calls wait and retry.",
+    errors.CLIENT_FAULT: "Moodle refused our data or request; not retried, the record shows why.",
+    errors.CONFLICT: "A username or email already belongs to another Moodle user; see Conflicts.",
+    errors.AUTH: "The token was rejected: every call fails until it is fixed.",
+    errors.CONFIG: "The Moodle service lacks a function or setting the hub needs.",
+}
+BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rolling window for the errors page, and the width of the chart's buckets within it."""
+
+    name: str
+    label: str
+    span: timedelta
+    bucket_s: int
+
+    def since(self, now: datetime | None = None) -> datetime:
+        return (now or timezone.now()) - self.span
+
+
+WINDOWS = {
+    w.name: w
+    for w in (
+        Window("1h", "last hour", timedelta(hours=1), 60),
+        Window("6h", "last 6 hours", timedelta(hours=6), 300),
+        Window("24h", "last 24 hours", timedelta(hours=24), 900),
+        Window("7d", "last 7 days", timedelta(days=7), 7200),
+    )
+}
+DEFAULT_WINDOW = "1h"
+
+
+def window(name: str | None) -> Window:
+    return WINDOWS.get(name or "", WINDOWS[DEFAULT_WINDOW])
+
+
+class Percentile(Aggregate):
+    """PostgreSQL's percentile_cont: the latency below which `fraction` of the calls fell."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+class Bucket(Func):
+    """`started_at` floored to a multiple of `width` seconds (date_trunc only knows whole units)."""
+
+    template = "to_timestamp(floor(extract(epoch from %(expressions)s) / %(width)s) * %(width)s)"
+    output_field = DateTimeField()
+
+    def __init__(self, expression, width: int, **extra):
+        super().__init__(expression, width=int(width), **extra)
+
+
+def calls(since: datetime, *, site: MoodleSite | None = None, until: datetime | None = None) -> QuerySet:
+    rows = CallLog.objects.filter(started_at__gte=since)
+    if until is not None:
+        rows = rows.filter(started_at__lt=until)
+    if site is not None:
+        rows = rows.filter(site=site)
+    return rows
+
+
+def _rate(part: int, total: int) -> float:
+    return part / total if total else 0.0
+
+
+def category_rates(since: datetime, *, site: MoodleSite | None = None) -> dict:
+    """Calls in the window by outcome: {"total", "ok", "errors", "rows": [{category, label, calls, rate}]}."""
+    counts = dict(calls(since, site=site).values_list("outcome").annotate(n=Count("pk")).order_by())
+    total = sum(counts.values())
+    known = [*CATEGORIES, *(c for c in counts if c not in CATEGORIES and c != OK)]
+    rows = [
+        {
+            "category": category,
+            "label": CATEGORY_LABELS.get(category, category),
+            "meaning": CATEGORY_MEANING.get(category, ""),
+            "calls": counts.get(category, 0),
+            "rate": _rate(counts.get(category, 0), total),
+        }
+        for category in known
+    ]
+    return {"total": total, "ok": counts.get(OK, 0), "errors": total - counts.get(OK, 0), "rows": rows}
+
+
+def by_errorcode(since: datetime, *, site: MoodleSite | None = None, limit: int = 20) -> list[dict]:
+    """Failed calls grouped by category, errorcode and HTTP status, most frequent first."""
+    return list(
+        calls(since, site=site)
+        .exclude(outcome=OK)
+        .values("outcome", "errorcode", "http_status")
+        .annotate(calls=Count("pk"), last=Max("started_at"))
+        .order_by("-calls", "outcome", "errorcode")[:limit]
+    )
+
+
+def by_function(since: datetime, *, site: MoodleSite | None = None, limit: int = 30) -> list[dict]:
+    """Per web-service function: calls, errors, error rate and latency percentiles."""
+    rows = (
+        calls(since, site=site)
+        .values("function")
+        .annotate(
+            calls=Count("pk"),
+            failed=Count("pk", filter=~Q(outcome=OK)),
+            transient=Count("pk", filter=Q(outcome__in=[errors.TRANSIENT, errors.MAINTENANCE])),
+            p50=Percentile("duration_ms", 0.5),
+            p90=Percentile("duration_ms", 0.9),
+        )
+        .order_by("-failed", "-calls", "function")[:limit]
+    )
+    return [{**row, "rate": _rate(row["failed"], row["calls"])} for row in rows]
+
+
+def series(win: Window, *, site: MoodleSite | None = None, now: datetime | None = None) -> list[dict]:
+    """Calls per bucket by category with p50/p90 latency, every bucket of the window present (empty ones
+    with zeros and no latency), oldest first."""
+    now = now or timezone.now()
+    width = win.bucket_s
+    start = _floor(win.since(now), width)
+    per_category = {category: Count("pk", filter=Q(outcome=category)) for category in CATEGORIES}
+    rows = (
+        calls(start, site=site)
+        .annotate(bucket=Bucket("started_at", width))
+        .values("bucket")
+        .annotate(
+            total=Count("pk"),
+            ok=Count("pk", filter=Q(outcome=OK)),
+            p50=Percentile("duration_ms", 0.5),
+            p90=Percentile("duration_ms", 0.9),
+            **per_category,
+        )
+        .order_by("bucket")
+    )
+    found = {_floor(row["bucket"], width): row for row in rows}
+    points = []
+    at = start
+    while at <= now:
+        row = found.get(at)
+        points.append(
+            {
+                "at": at,
+                "total": row["total"] if row else 0,
+                "ok": row["ok"] if row else 0,
+                "p50": row["p50"] if row else None,
+                "p90": row["p90"] if row else None,
+                "categories": {c: (row[c] if row else 0) for c in CATEGORIES},
+            }
+        )
+        at += timedelta(seconds=width)
+    return points
+
+
+def latency_sparklines(site_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, list]:
+    """p90 latency per 5 minutes over the last hour for each site, in one query: {site_id: [ms|None]}."""
+    now = now or timezone.now()
+    width = 300
+    start = _floor(now - timedelta(hours=1), width)
+    site_ids = list(site_ids)
+    rows = (
+        CallLog.objects.filter(site_id__in=site_ids, started_at__gte=start)
+        .annotate(bucket=Bucket("started_at", width))
+        .values("site_id", "bucket")
+        .annotate(p90=Percentile("duration_ms", 0.9))
+        .order_by()
+    )
+    found = {(row["site_id"], _floor(row["bucket"], width)): row["p90"] for row in rows}
+    steps = int((now - start).total_seconds() // width) + 1
+    buckets = [start + timedelta(seconds=width * i) for i in range(steps)]
+    return {site_id: [found.get((site_id, b)) for b in buckets] for site_id in site_ids}
+
+
+def transient_rates(site_ids: Iterable[int], since: datetime) -> dict[int, tuple[int, int]]:
+    """(transient or maintenance calls, all calls) per site since `since`, in one query."""
+    rows = (
+        CallLog.objects.filter(site_id__in=list(site_ids), started_at__gte=since)
+        .values("site_id")
+        .annotate(
+            total=Count("pk"),
+            transient=Count("pk", filter=Q(outcome__in=[errors.TRANSIENT, errors.MAINTENANCE])),
+        )
+        .order_by()
+    )
+    return {row["site_id"]: (row["transient"], row["total"]) for row in rows}
+
+
+def run_throughput(*, site: MoodleSite | None = None, limit: int = 20) -> list[dict]:
+    """Recent runs that did work: duration, records sent and records per minute, with the site's median
+    rate among them, so a run twice as slow as usual stands out even without errors."""
+    runs = (
+        SyncRun.objects.filter(started_at__isnull=False, dry_run=False)
+        .exclude(status__in=[RunStatus.QUEUED, RunStatus.SKIPPED])
+        .select_related("site")
+        .only(
+            "pk",
+            "kind",
+            "status",
+            "started_at",
+            "finished_at",
+            "progress_done",
+            "progress_total",
+            "calls",
+            "site__slug",
+            "site__name",
+            "site__time_zone",
+        )
+        .order_by("-started_at")
+    )
+    if site is not None:
+        runs = runs.filter(site=site)
+    rows = []
+    for run in runs[:limit]:
+        seconds = max(0.0, ((run.finished_at or timezone.now()) - run.started_at).total_seconds())
+        per_minute = run.progress_done / (seconds / 60) if seconds >= 1 and run.progress_done else None
+        rows.append({"run": run, "seconds": seconds, "records": run.progress_done, "per_minute": per_minute})
+    medians: dict[int, float] = {}
+    for site_id in {row["run"].site_id for row in rows}:
+        rates = sorted(r["per_minute"] for r in rows if r["run"].site_id == site_id and r["per_minute"])
+        if rates:
+            medians[site_id] = rates[len(rates) // 2]
+    for row in rows:
+        usual = medians.get(row["run"].site_id)
+        row["usual"] = usual
+        row["slow"] = bool(usual and row["per_minute"] and row["per_minute"] < usual / 2)
+    return rows
+
+
+def breaker_state(site: MoodleSite) -> BreakerState:
+    """The site's breaker as every process sees it (Redis, no SQL)."""
+    return Breaker(shared_redis(), site.slug, BreakerConfig(**settings.MOODLE_BREAKER)).state()
+
+
+# -- /metrics ---------------------------------------------------------------------------------------------
+
+
+def allowed_network(address: str | None, networks: Iterable[str]) -> bool:
+    """Whether `address` lies in one of the CIDRs; a malformed entry matches nothing."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return False
+    for network in networks:
+        try:
+            if ip in ipaddress.ip_network(network.strip(), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _escape(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    return repr(round(float(value), 3))
+
+
+class Exposition:
+    """Prometheus text exposition (format 0.0.4), written by hand: HELP and TYPE once per family."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[dict, float]]) -> None:
+        self._lines.append(f"# HELP {name} {help_text.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
+        self._lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+            self._lines.append(
+                f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}"
+            )
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def prometheus_text(now: datetime | None = None) -> str:
+    """The hub's state for a Prometheus scraper. Labels name sites and token labels, never a token."""
+    now = now or timezone.now()
+    out = Exposition()
+    sites = list(MoodleSite.objects.order_by("slug").only("pk", "slug"))
+    slug = {site.pk: site.slug for site in sites}
+
+    runs = dict(SyncRun.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    out.family(
+        "hub_runs",
+        "gauge",
+        "Sync runs by status (all kept runs).",
+        (({"status": status}, runs.get(status, 0)) for status in RunStatus.values),
+    )
+
+    since = now - timedelta(seconds=settings.ALERT_WINDOW_S)
+    recent = (
+        CallLog.objects.filter(started_at__gte=since)
+        .values_list("site_id", "outcome")
+        .annotate(n=Count("pk"))
+        .order_by("site_id", "outcome")
+    )
+    out.family(
+        "hub_moodle_calls_recent",
+        "gauge",
+        f"Moodle calls in the last {settings.ALERT_WINDOW_S} s by site and outcome (ok or error category).",
+        (
+            ({"site": slug.get(site_id, str(site_id)), "category": outcome}, n)
+            for site_id, outcome, n in recent
+        ),
+    )
+    latency = (
+        CallLog.objects.filter(started_at__gte=since)
+        .values_list("site_id")
+        .annotate(p90=Percentile("duration_ms", 0.9))
+        .order_by("site_id")
+    )
+    out.family(
+        "hub_moodle_call_p90_ms",
+        "gauge",
+        f"p90 latency of Moodle calls in the last {settings.ALERT_WINDOW_S} s, in milliseconds.",
+        (({"site": slug.get(site_id, str(site_id))}, p90) for site_id, p90 in latency if p90 is not None),
+    )
+
+    out.family(
+        "hub_breaker_state",
+        "gauge",
+        "Circuit breaker per site: 0 closed, 1 half-open, 2 open.",
+        (({"site": site.slug}, BREAKER_VALUES.get(breaker_state(site).state, 2)) for site in sites),
+    )
+
+    probes = list(
+        ProbeResult.objects.filter(site_id__in=list(slug))
+        .order_by("site_id", "-at")
+        .distinct("site_id")
+        .values_list("site_id", "ok", "latency_ms")
+    )
+    out.family(
+        "hub_probe_ok",
+        "gauge",
+        "Whether the last heartbeat probe (core_webservice_get_site_info) of the site succeeded.",
+        (({"site": slug[site_id]}, int(ok)) for site_id, ok, _ in probes),
+    )
+    out.family(
+        "hub_probe_latency_ms",
+        "gauge",
+        "Latency of the last heartbeat probe, in milliseconds.",
+        (({"site": slug[site_id]}, ms) for site_id, _, ms in probes if ms is not None),
+    )
+
+    tokens = ServiceToken.objects.filter(
+        status__in=[TokenStatus.ACTIVE, TokenStatus.STANDBY], valid_until__isnull=False
+    ).values_list("site_id", "label", "status", "valid_until")
+    out.family(
+        "hub_token_days_left",
+        "gauge",
+        "Days until a service token expires (tokens without expiry are not listed).",
+        (
+            ({"site": slug.get(site_id, str(site_id)), "token": label, "status": status}, (until - now).days)
+            for site_id, label, status, until in tokens.order_by("site_id", "label")
+        ),
+    )
+
+    letters = dict(
+        DeadLetter.objects.filter(status=DeadLetterStatus.OPEN)
+        .values_list("site_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    out.family(
+        "hub_dead_letters_open",
+        "gauge",
+        "Open dead letters per site.",
+        (({"site": site.slug}, letters.get(site.pk, 0)) for site in sites),
+    )
+
+    alerts = dict(
+        Alert.objects.exclude(status=Alert.Status.RESOLVED)
+        .values_list("severity")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    out.family(
+        "hub_alerts_open",
+        "gauge",
+        "Unresolved alerts (open or acknowledged) by severity.",
+        (({"severity": severity}, alerts.get(severity, 0)) for severity in Alert.Severity.values),
+    )
+
+    out.family(
+        "hub_workers_alive", "gauge", "Celery workers whose liveness key is fresh.", [({}, _workers())]
+    )
+
+    beat = Heartbeat.objects.filter(name=Heartbeat.SCHEDULER).first()
+    if beat is not None:
+        out.family(
+            "hub_scheduler_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since the scheduler's heartbeat task last finished.",
+            [({}, round(beat.age_seconds(now), 1))],
+        )
+    return out.text()
+
+
+def _workers() -> int:
+    try:
+        return len(alive_workers(shared_redis()))
+    except Exception:  # Redis down: no worker can take tasks either
+        return 0
+
+
+def _floor(value: datetime, width: int) -> datetime:
+    epoch = int(value.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % width, tz=UTC)
+
+
+def category_label(category: str) -> str:
+    return CATEGORY_LABELS.get(category, category)

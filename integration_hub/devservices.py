@@ -46,13 +46,19 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._server = None
+        self._owner = False
 
     def start(self) -> str:
         import pgserver  # imported here: production images never start an embedded server
+        from pgserver.utils import PostmasterInfo
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("pgserver").setLevel(logging.WARNING)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        # A server already running on this folder belongs to another process (`make manage` while
+        # `make demo` runs): use it, and leave stopping it to its owner.
+        running = PostmasterInfo.read_from_pgdata(self.data_dir) if self.data_dir.exists() else None
+        self._owner = not (running is not None and running.is_running())
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop" if self._owner else None)
         socket_dir = self._server.get_postmaster_info().socket_dir
         self._ensure_database(socket_dir)
         return f"postgres://postgres@/{DATABASE_NAME}?host={quote(str(socket_dir), safe='/')}"
@@ -68,8 +74,12 @@ class EmbeddedPostgres:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
     def stop(self) -> None:
-        """Stop the server now, whatever other handles pgserver remembers (a killed run leaves some)."""
+        """Stop the server this process started, now, whatever other handles pgserver remembers (a killed
+        run leaves some). A server another process started is left running."""
         if self._server is None:
+            return
+        if not self._owner:
+            self._server = None
             return
         import pgserver
 

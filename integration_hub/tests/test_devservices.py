@@ -45,3 +45,24 @@ def test_nothing_starts_when_the_urls_are_set(tmp_path, monkeypatch):
     with DevServices(tmp_path) as added:
         assert "DATABASE_URL" not in added and "REDIS_URL" not in added
         assert _processes_under(tmp_path) == []
+
+
+def test_a_second_process_shares_the_database_and_leaves_it_running(tmp_path, monkeypatch):
+    # `make manage ...` while `make demo` runs: the second user of var/pg must not stop the demo's server.
+    from integration_hub.devservices import EmbeddedPostgres
+
+    owner, guest = EmbeddedPostgres(tmp_path / "pg"), EmbeddedPostgres(tmp_path / "pg")
+    url = owner.start()
+    try:
+        assert guest.start() == url
+        guest.stop()
+        socket_dir = url.split("host=")[1]
+        with psycopg.connect(host=socket_dir, user="postgres", dbname="hub") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        owner.stop()
+    assert _alive(tmp_path) == []
+
+
+def _alive(path) -> list:
+    return [p for p in _processes_under(path) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

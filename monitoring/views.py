@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from sync.choices import RunStatus, TokenStatus
+from sync.choices import RunKind, RunStatus, TokenStatus
 from sync.models import MoodleSite, SyncRun
 
 from . import charts, metrics
@@ -41,9 +41,15 @@ def _latest_runs(site_ids: list[int]) -> dict[int, list[SyncRun]]:
     return by_site
 
 
+# "Last successful sync" means people were sent: a reconciliation or a dry run is not one.
+SYNC_KINDS = (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RETRY)
+
+
 def _last_success(site_ids: list[int]) -> dict[int, SyncRun]:
     runs = (
-        SyncRun.objects.filter(site_id__in=site_ids, status=RunStatus.SUCCEEDED)
+        SyncRun.objects.filter(
+            site_id__in=site_ids, status=RunStatus.SUCCEEDED, dry_run=False, kind__in=SYNC_KINDS
+        )
         .order_by("site_id", "-finished_at")
         .distinct("site_id")
     )

@@ -18,8 +18,10 @@ class RunActionError(Exception):
     """The action does not fit the run's state (e.g. resuming a finished run)."""
 
 
-def _who(user) -> str:
-    return user.get_username() if user is not None else "the scheduler"
+def _who(user, trigger: str = RunTrigger.MANUAL) -> str:
+    if user is not None:
+        return user.get_username()
+    return "the scheduler" if trigger == RunTrigger.SCHEDULE else "a command"
 
 
 def enqueue_run(run: SyncRun) -> SyncRun:
@@ -52,7 +54,7 @@ def start(
         if upload is not None:
             run.source_file = str(save_upload(site, run, upload))
             run.save(update_fields=["source_file"])
-        RunEvent.objects.create(run=run, message=f"Queued by {_who(user)}")
+        RunEvent.objects.create(run=run, message=f"Queued by {_who(user, trigger)}")
         return enqueue_run(run) if enqueue else run
 
 

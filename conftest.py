@@ -12,10 +12,9 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connections
 
-from integration_hub.testing import HUB_TOKEN, MAPPING, PASSWORD, Moodle, person, write_csv
-from simulator.app import SimConfig, create_app
-from sync.choices import RemovedPolicy, TokenStatus
-from sync.models import MoodleSite, ServiceToken, SyncSource
+from integration_hub.testing import PASSWORD, Moodle, make_site, person, simulated_moodle, write_csv
+from sync.choices import RemovedPolicy
+from sync.models import MoodleSite
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -110,9 +109,7 @@ def clean_redis():
 
 @pytest.fixture
 def moodle() -> Moodle:
-    sim = Moodle(create_app(SimConfig(seed=7), control=True))
-    sim.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
-    return sim
+    return simulated_moodle(seed=7)
 
 
 @pytest.fixture
@@ -123,23 +120,7 @@ def people_csv(tmp_path) -> Path:
 @pytest.fixture
 def sync_site(db, clean_redis, people_csv) -> MoodleSite:
     """A site with generous limits (the throttle is tested on its own) and the CSV source above."""
-    site = MoodleSite.objects.create(
-        slug="north",
-        name="North Campus",
-        base_url="http://moodle.test",
-        min_spacing_ms=0,
-        calls_per_minute=100_000,
-        max_concurrent_calls=4,
-        batch_size=10,
-    )
-    token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
-    token.set_token(HUB_TOKEN)
-    token.save()
-    SyncSource.objects.create(
-        site=site,
-        kind="csv",
-        config={"path": str(people_csv), "id_column": "employee_id"},
-        mapping=MAPPING,
+    return make_site(
+        "north", "http://moodle.test", people_csv, name="North Campus", batch_size=10,
         removed_policy=RemovedPolicy.SUSPEND,
-    )
-    return site
+    )  # fmt: skip

@@ -4,6 +4,9 @@ Moodle's control API."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +107,44 @@ class Moodle:
     def write_calls(self) -> int:
         calls = self.stats()["calls"]
         return sum(n for fn, n in calls.items() if fn.startswith(("core_user_create", "core_user_update")))
+
+
+def make_site(slug: str, base_url: str, csv_path: Path, *, removed_policy: str = "keep", **fields):
+    """A site with an active token for the simulator, a CSV source with MAPPING, and limits generous
+    enough that the tests are not paced by the throttle (which has tests of its own)."""
+    from sync.choices import TokenStatus
+    from sync.models import MoodleSite, ServiceToken, SyncSource
+
+    limits = {"min_spacing_ms": 0, "calls_per_minute": 100_000, "max_concurrent_calls": 4}
+    site = MoodleSite.objects.create(
+        slug=slug, name=fields.pop("name", slug.title()), base_url=base_url, **{**limits, **fields}
+    )
+    token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
+    token.set_token(HUB_TOKEN)
+    token.save()
+    SyncSource.objects.create(
+        site=site,
+        kind="csv",
+        config={"path": str(csv_path), "id_column": "employee_id"},
+        mapping=MAPPING,
+        removed_policy=removed_policy,
+    )
+    return site
+
+
+def start_worker(env: dict, name: str) -> subprocess.Popen:
+    """A real Celery worker process (solo pool) with the given environment."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
+         "--loglevel", "WARNING", "--hostname", f"{name}-{os.getpid()}@%h"],
+        env=env,
+    )  # fmt: skip
+
+
+def simulated_moodle(**config) -> Moodle:
+    """A fresh in-process simulator with the hub's token for the service user."""
+    from simulator.app import SimConfig, create_app
+
+    moodle = Moodle(create_app(SimConfig(**config), control=True))
+    moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    return moodle

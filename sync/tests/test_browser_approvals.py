@@ -2,40 +2,13 @@
 exact call first, and watches the resolution run (a real Celery worker, the simulated Moodle over HTTP)
 succeed; the Moodle user then holds the source's value."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from integration_hub.testing import HUB_TOKEN, MAPPING, Moodle, person, sign_in, write_csv
-from simulator.app import SimConfig, create_app
+from integration_hub.testing import make_site, person, sign_in, simulated_moodle, start_worker, write_csv
 from simulator.server import serve
 from sync import engine
-from sync.choices import DiscrepancyKind, DiscrepancyStatus, RunKind, RunStatus, TokenStatus
-from sync.models import Discrepancy, MoodleSite, ServiceToken, SyncRun, SyncSource
-
-
-def _site(url: str, csv_path) -> MoodleSite:
-    site = MoodleSite.objects.create(
-        slug="east", name="East Campus", base_url=url, min_spacing_ms=0, calls_per_minute=100_000,
-        auto_apply_kinds=[],  # drift waits for an admin
-    )  # fmt: skip
-    token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
-    token.set_token(HUB_TOKEN)
-    token.save()
-    SyncSource.objects.create(
-        site=site, kind="csv", config={"path": str(csv_path), "id_column": "employee_id"}, mapping=MAPPING
-    )
-    return site
-
-
-def _worker(env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
-         "--loglevel", "WARNING", "--hostname", f"approvals-{os.getpid()}@%h"],
-        env=env,
-    )  # fmt: skip
+from sync.choices import DiscrepancyKind, DiscrepancyStatus, RunKind, RunStatus
+from sync.models import Discrepancy, SyncRun
 
 
 @pytest.mark.browser
@@ -44,11 +17,10 @@ def _worker(env: dict) -> subprocess.Popen:
 def test_admin_approves_a_drift_resolution_from_the_page_and_sees_it_applied(
     page, hub_admin, child_env, clean_redis, tmp_path
 ):
-    sim = Moodle(create_app(SimConfig(seed=11), control=True))
-    sim.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    sim = simulated_moodle(seed=11)
     csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 6)])
     with serve(sim.app) as server:
-        site = _site(server.url, csv_path)
+        site = make_site("east", server.url, csv_path, name="East Campus", auto_apply_kinds=[])  # drift waits
         assert engine.execute(engine.queue_run(site, RunKind.BOOTSTRAP).pk).status == RunStatus.SUCCEEDED
         maria = sim.people()["E00002"]
         sim.control("PATCH", f"users/{maria['id']}", {"department": "Edited by hand"})
@@ -57,7 +29,7 @@ def test_admin_approves_a_drift_resolution_from_the_page_and_sees_it_applied(
         drift = Discrepancy.objects.get(kind=DiscrepancyKind.FIELD_DRIFT)
         assert drift.status == DiscrepancyStatus.OPEN
 
-        worker = _worker(child_env)
+        worker = start_worker(child_env, "approvals")
         try:
             sign_in(page, "admin")
             page.get_by_role("link", name="Discrepancies", exact=True).click()

@@ -2,16 +2,20 @@
 site page, watch the progress bar reach 100 %, read its detail, retry a dead letter."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from integration_hub.testing import HUB_TOKEN, MAPPING, Moodle, person, sign_in, write_csv
-from simulator.app import SimConfig, create_app
+from integration_hub.testing import (
+    make_site,
+    person,
+    sign_in,
+    simulated_moodle,
+    start_worker,
+    write_csv,
+)
 from simulator.server import serve
-from sync.choices import DeadLetterStatus, TokenStatus
-from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncSource
+from sync.choices import DeadLetterStatus
+from sync.models import DeadLetter
 
 
 @pytest.mark.browser
@@ -20,28 +24,14 @@ from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncSource
 def test_start_a_run_watch_it_finish_and_retry_a_dead_letter(
     page, operator, child_env, clean_redis, tmp_path
 ):
-    moodle = Moodle(create_app(SimConfig(latency_ms=10, seed=11), control=True))
-    moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    moodle = simulated_moodle(latency_ms=10, seed=11)
     # The first create call fails with 503 on every attempt: its 20 people become dead letters.
     moodle.control("POST", "inject", {"kinds": ["503"] * 3, "function": "core_user_create_users"})
     csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 61)])
     with serve(moodle.app) as server:
-        site = MoodleSite.objects.create(
-            slug="south", name="South Campus", base_url=server.url, min_spacing_ms=0, calls_per_minute=10_000,
-            batch_size=20,
-        )  # fmt: skip
-        token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
-        token.set_token(HUB_TOKEN)
-        token.save()
-        SyncSource.objects.create(
-            site=site, kind="csv", config={"path": str(csv_path), "id_column": "employee_id"}, mapping=MAPPING
-        )
+        make_site("south", server.url, csv_path, name="South Campus", batch_size=20)
         env = {**child_env, "MOODLE_RETRY_ATTEMPTS": "3", "MOODLE_RETRY_BASE_S": "0.05"}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
-             "--loglevel", "WARNING", "--hostname", "browser-test@%h"],
-            env=env,
-        )  # fmt: skip
+        worker = start_worker(env, "browser-runs")
         try:
             sign_in(page, "operator")
             page.get_by_role("link", name="Sites").click()

@@ -3,8 +3,7 @@ over HTTP: add the new token, verify it, promote it, revoke the old one in Moodl
 
 import pytest
 
-from integration_hub.testing import HUB_TOKEN, Moodle, sign_in
-from simulator.app import SimConfig, create_app
+from integration_hub.testing import HUB_TOKEN, sign_in, simulated_moodle
 from simulator.server import serve
 from sync.choices import TokenStatus
 from sync.models import MoodleSite, ServiceToken
@@ -15,8 +14,7 @@ NEW_TOKEN = "browser-rotation-token-5566778899qrst"
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_admin_rotates_a_token_from_the_page(page, hub_admin, clean_redis):
-    moodle = Moodle(create_app(SimConfig(seed=5), control=True))
-    moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    moodle = simulated_moodle(seed=5)
     moodle.control("POST", "tokens", {"token": NEW_TOKEN, "username": "wsuser"})
     with serve(moodle.app) as server:
         site = MoodleSite.objects.create(

@@ -7,8 +7,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from integration_hub.testing import HUB_TOKEN, MAPPING, Moodle, person, write_csv
-from simulator.app import SimConfig, create_app
+from integration_hub.testing import HUB_TOKEN, MAPPING, person, simulated_moodle, write_csv
 from simulator.server import serve
 from sync.choices import DeadLetterStatus, RunKind, SyncStatus
 from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncRecord, SyncSource
@@ -18,8 +17,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def served_moodle():
-    sim = Moodle(create_app(SimConfig(seed=3), control=True))
-    sim.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    sim = simulated_moodle(seed=3)
     with serve(sim.app) as server:
         yield sim, server.url
 

@@ -3,18 +3,21 @@ SIGKILL mid-bootstrap loses nothing and doubles nobody."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from integration_hub.testing import HUB_TOKEN, MAPPING, Moodle, person, write_csv
-from simulator.app import SimConfig, create_app
+from integration_hub.testing import (
+    make_site,
+    person,
+    simulated_moodle,
+    start_worker,
+    write_csv,
+)
 from simulator.server import serve
 from sync import engine, runs
-from sync.choices import RunKind, RunStatus, SyncStatus, TokenStatus
-from sync.models import MoodleSite, ServiceToken, SyncRecord, SyncRun, SyncSource
+from sync.choices import RunKind, RunStatus, SyncStatus
+from sync.models import SyncRecord, SyncRun
 from sync.tasks import execute_run
 
 PEOPLE = 200
@@ -29,36 +32,14 @@ def _wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _site(url: str, csv_path) -> MoodleSite:
-    site = MoodleSite.objects.create(
-        slug="west", name="West", base_url=url, min_spacing_ms=0, calls_per_minute=100_000, batch_size=20
-    )
-    token = ServiceToken(site=site, label="main", status=TokenStatus.ACTIVE)
-    token.set_token(HUB_TOKEN)
-    token.save()
-    SyncSource.objects.create(
-        site=site, kind="csv", config={"path": str(csv_path), "id_column": "employee_id"}, mapping=MAPPING
-    )
-    return site
-
-
-def _worker(env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
-         "--loglevel", "WARNING", "--hostname", f"test-{os.getpid()}@%h"],
-        env=env,
-    )  # fmt: skip
-
-
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_kill_9_mid_bootstrap_then_rerun_creates_everyone_exactly_once(child_env, clean_redis, tmp_path):
-    sim = Moodle(create_app(SimConfig(latency_ms=20, seed=5), control=True))
-    sim.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    sim = simulated_moodle(latency_ms=20, seed=5)
     csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, PEOPLE + 1)])
     with serve(sim.app) as server:
-        site = _site(server.url, csv_path)
-        worker = _worker({**child_env, "RUN_LOCK_TTL_S": "3"})
+        site = make_site("west", server.url, csv_path, batch_size=20)
+        worker = start_worker({**child_env, "RUN_LOCK_TTL_S": "3"}, "kill-test")
         try:
             run = runs.start(site, RunKind.BOOTSTRAP)  # through the broker to the real worker
             _wait_for(lambda: len(sim.people()) >= 60, 60, "the worker to create some users")
@@ -86,12 +67,11 @@ def test_kill_9_mid_bootstrap_then_rerun_creates_everyone_exactly_once(child_env
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_run_queued_through_the_broker_is_executed_by_a_worker(child_env, clean_redis, tmp_path):
-    sim = Moodle(create_app(SimConfig(seed=6), control=True))
-    sim.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})
+    sim = simulated_moodle(seed=6)
     csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 21)])
     with serve(sim.app) as server:
-        site = _site(server.url, csv_path)
-        worker = _worker(child_env)
+        site = make_site("west", server.url, csv_path, batch_size=20)
+        worker = start_worker(child_env, "broker-test")
         try:
             run = runs.start(site, RunKind.BOOTSTRAP)
             _wait_for(lambda: SyncRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, 60, "the run")

@@ -13,6 +13,8 @@ RUN SECRET_KEY=build ALLOWED_HOSTS=build DATABASE_URL=postgres://build@build/bui
     TOKEN_ENCRYPTION_KEYS=ZmFrZWtleWZha2VrZXlmYWtla2V5ZmFrZWtleWZha2U= \
     python manage.py collectstatic --no-input -v 0
 
+# CSV files uploaded for a run; a volume shared by web (which saves them) and worker (which reads them).
+RUN mkdir -p /app/var/uploads && chown hub /app/var/uploads
 USER hub
 EXPOSE 8000
 CMD ["gunicorn", "integration_hub.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]

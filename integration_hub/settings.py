@@ -215,6 +215,8 @@ ALERT_TOKEN_EXPIRY_DAYS = env.list("ALERT_TOKEN_EXPIRY_DAYS", cast=int, default=
 ALERT_STUCK_RUN_S = env.int("ALERT_STUCK_RUN_S", default=900)  # a running run with no progress this long
 ALERT_START_DRIFT_S = env.int("ALERT_START_DRIFT_S", default=600)  # a schedule late by more than this
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)
+# The hub's public address, so links in alert emails and webhooks are absolute (workers have no request).
+HUB_BASE_URL = env.str("HUB_BASE_URL", default="")
 # /metrics: a bearer token, or clients from these networks (CIDRs). Neither set = /metrics refuses all.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])

@@ -155,6 +155,8 @@ class WebhookTransport(Transport):
         try:
             with httpx.Client(transport=self.http, timeout=settings.WEBHOOK_TIMEOUT_S) as client:
                 response = client.post(self.channel.target, content=body, headers=headers)
+        except httpx.InvalidURL:
+            raise TransportError("the webhook URL is not valid", permanent=True) from None
         except httpx.TimeoutException:
             raise TransportError("the receiver did not answer in time") from None
         except httpx.HTTPError as exc:

@@ -108,8 +108,15 @@ def probe_site(site: MoodleSite, *, transport: httpx.BaseTransport | None = None
         functions=functions,
         missing_functions=missing,
     )
-    # The token answered: whatever rejected it before has been fixed.
-    resolve_alert(auth_key(site))
+    # A refusal of the probe's own function is over; refusals of other functions (a missing capability
+    # for writes) are not proven fixed by site info, so the alert rule decides on those.
+    others = CallLog.objects.filter(site=site).exclude(function=PROBE_FUNCTION)
+    last_ok = others.filter(outcome="ok").aggregate(at=Max("started_at"))["at"]
+    refused_since = others.filter(outcome="auth")
+    if last_ok is not None:
+        refused_since = refused_since.filter(started_at__gt=last_ok)
+    if not refused_since.exists():
+        resolve_alert(auth_key(site))
     if missing:
         _raise_missing_function_alert(site, token.masked, missing)
     else:

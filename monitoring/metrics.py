@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db.models import Aggregate, Count, FloatField, Func, Max, Q, QuerySet
 from django.db.models.fields import DateTimeField
@@ -278,6 +279,14 @@ def run_throughput(*, site: MoodleSite | None = None, limit: int = 20) -> list[d
     return rows
 
 
+def _breaker_value(site: MoodleSite) -> int | None:
+    """The breaker gauge, or no sample when Redis cannot be read (the other series still matter then)."""
+    try:
+        return BREAKER_VALUES.get(breaker_state(site).state, 2)
+    except redis.RedisError:
+        return None
+
+
 def breaker_state(site: MoodleSite) -> BreakerState:
     """The site's breaker as every process sees it (Redis, no SQL)."""
     return Breaker(shared_redis(), site.slug, BreakerConfig(**settings.MOODLE_BREAKER)).state()
@@ -380,7 +389,7 @@ def prometheus_text(now: datetime | None = None) -> str:
         "hub_breaker_state",
         "gauge",
         "Circuit breaker per site: 0 closed, 1 half-open, 2 open.",
-        (({"site": site.slug}, BREAKER_VALUES.get(breaker_state(site).state, 2)) for site in sites),
+        (({"site": site.slug}, value) for site in sites if (value := _breaker_value(site)) is not None),
     )
 
     probes = list(

@@ -22,7 +22,8 @@ class NoActiveToken(Exception):
 @cache
 def shared_redis() -> redis.Redis:
     """One connection pool per process for the throttle, the breaker and the run locks."""
-    return redis.Redis.from_url(settings.REDIS_URL)
+    # Timeouts: a Redis that stopped answering must fail a page or a call, not hang it.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=30)
 
 
 def site_limits(site: MoodleSite) -> SiteLimits:

@@ -31,7 +31,15 @@ from monitoring.alerts import raise_alert, resolve_alert
 from monitoring.models import CallLog
 
 from .batch import BatchProcessor, Interrupted
-from .choices import RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
+from .choices import (
+    DeadLetterStatus,
+    ResolutionStatus,
+    RunControl,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+    SyncStatus,
+)
 from .connect import NoActiveToken, client_for, shared_redis
 from .locks import LockLost, RunLock
 from .mapping import Mapping
@@ -64,6 +72,20 @@ class RunStopped(Exception):
         self.status = status
         self.reason = reason
         super().__init__(reason)
+
+
+def release_unfinished_work(run: SyncRun, reason: str) -> None:
+    """A run that ended without doing all it was queued for hands its work back: approved resolutions it
+    did not apply fail with the reason (they can be proposed again), dead letters it did not settle are
+    open again (they can be retried or discarded)."""
+    from .models import DeadLetter, Resolution
+
+    Resolution.objects.filter(run=run, status=ResolutionStatus.APPROVED).update(
+        status=ResolutionStatus.FAILED, outcome=f"not applied: run #{run.pk} ended ({reason or run.status})"
+    )
+    DeadLetter.objects.filter(retry_run=run, status=DeadLetterStatus.RETRYING).update(
+        status=DeadLetterStatus.OPEN
+    )
 
 
 def queue_run(
@@ -109,8 +131,10 @@ class RunExecutor:
         self.lock = RunLock(shared_redis(), self.site.slug, self.run.pk, ttl_s=settings.RUN_LOCK_TTL_S)
         if not self.lock.acquire():
             holder = self.lock.holder()
-            self.run.finish(RunStatus.SKIPPED, f"run #{holder} holds the lock of site {self.site.slug}")
+            reason = f"run #{holder} holds the lock of site {self.site.slug}"
+            self.run.finish(RunStatus.SKIPPED, reason)
             self.event(f"Skipped: run #{holder} is already working on this site.", RunEvent.Level.WARNING)
+            release_unfinished_work(self.run, reason)
             return self.run
         try:
             self._reap_orphans()
@@ -171,6 +195,7 @@ class RunExecutor:
         if status == RunStatus.SUCCEEDED and not self.run.dry_run:
             resolve_alert(f"auth:{self.site.slug}")
             resolve_alert(f"config:{self.site.slug}")
+        release_unfinished_work(self.run, reason)
 
     def event(self, message: str, level: str = RunEvent.Level.INFO) -> None:
         RunEvent.objects.create(run=self.run, level=level, message=message)

@@ -72,9 +72,11 @@ class Reconciler:
         self.counts: dict[str, int] = defaultdict(int)
 
     def reconcile(self) -> None:
-        Discrepancy.objects.filter(site=self.site, status__in=DiscrepancyStatus.waiting()).update(
-            status=DiscrepancyStatus.SUPERSEDED
+        waiting = Discrepancy.objects.filter(site=self.site, status__in=DiscrepancyStatus.waiting())
+        Resolution.objects.filter(discrepancy__in=waiting, status=ResolutionStatus.PROPOSED).update(
+            status=ResolutionStatus.REJECTED, note="superseded by a later reconciliation"
         )
+        waiting.update(status=DiscrepancyStatus.SUPERSEDED)
         source, mapping = self.executor._source_and_mapping()
         self.mapping = mapping
         known = SyncRecord.objects.filter(site=self.site).count()

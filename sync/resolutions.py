@@ -16,7 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from .batch import BatchProcessor, mapped
+from .batch import BatchProcessor, Interrupted, mapped
 from .choices import (
     ConflictKind,
     ConflictStatus,
@@ -30,6 +30,8 @@ from .choices import (
 )
 from .mapping import Mapping, payload_for_create
 from .models import Comment, Conflict, Discrepancy, Resolution, RunEvent, SyncRecord, SyncRun
+from .moodle import errors
+from .moodle.errors import MoodleError
 from .state import commit_batch
 
 if TYPE_CHECKING:
@@ -98,16 +100,35 @@ def complete_params(
         raise ResolutionError("a resolution needs a discrepancy or a conflict")
     if conflict is not None and action not in CONFLICT_ACTIONS.get(conflict.kind, ()):
         raise ResolutionError(f"{action} does not resolve a {conflict.get_kind_display().lower()} conflict")
+    if not is_open(target):
+        raise ResolutionError("this is already settled; nothing to propose")
     if action in (ResolutionAction.LINK, ResolutionAction.CHOOSE) and not params.get("user_id"):
         raise ResolutionError("say which Moodle user to link")
     offered = discrepancy.candidates if discrepancy is not None else conflict.their_users
-    if params.get("user_id") and offered and int(params["user_id"]) not in {int(u["id"]) for u in offered}:
-        raise ResolutionError(f"Moodle user {params['user_id']} is not one of the users offered here")
+    if params.get("user_id"):
+        # Only a user the hub found in the way may be linked, and never one linked to someone else:
+        # one Moodle account for two people would have each sync overwrite the other.
+        if int(params["user_id"]) not in {int(u["id"]) for u in offered or []}:
+            raise ResolutionError(f"Moodle user {params['user_id']} is not one of the users offered here")
+        taken = SyncRecord.objects.filter(site=target.site, moodle_id=int(params["user_id"])).exclude(
+            pk=target.record_id
+        )
+        if taken.exists():
+            raise ResolutionError(
+                f"Moodle user {params['user_id']} is already linked to record {taken.first().external_id}"
+            )
     if action == ResolutionAction.CHOOSE:
         params["retire"] = [int(c["id"]) for c in offered if int(c["id"]) != int(params["user_id"])]
     if action == ResolutionAction.RENAME:
         params["overrides"] = {"username": alternative_username(target.record, client)}
     return params
+
+
+def is_open(target: Discrepancy | Conflict) -> bool:
+    """Still waiting for a decision: a resolved conflict or a superseded discrepancy takes no more."""
+    if isinstance(target, Conflict):
+        return target.status == ConflictStatus.OPEN
+    return target.status in DiscrepancyStatus.waiting()
 
 
 def preview(action: str, **kwargs) -> list:
@@ -212,6 +233,8 @@ def approve(resolutions: list[Resolution], user, note: str = "", *, enqueue: boo
         raise ResolutionError("approve the resolutions of one site at a time")
     for resolution in resolutions:
         check_may_decide(user, resolution)
+        if not is_open(resolution.discrepancy or resolution.conflict):
+            raise ResolutionError("one of these is already settled; reload the page")
     from .runs import enqueue_run
 
     with transaction.atomic():
@@ -259,10 +282,28 @@ def apply_approved(executor: RunExecutor, client: MoodleClient) -> None:
         except PermissionDenied as refused:
             _finish(resolution, ok=False, outcome=f"refused when applying: {refused}")
             continue
-        ok, outcome = _apply_one(resolution, client, processor, executor)
+        if not is_open(resolution.discrepancy or resolution.conflict):
+            _finish(resolution, ok=False, outcome="not applied: settled meanwhile (a sync or a later night)")
+            continue
+        ok, outcome = _apply_patiently(resolution, client, processor, executor)
         _finish(resolution, ok=ok, outcome=outcome)
         SyncRun.objects.filter(pk=executor.run.pk).update(progress_done=executor.run.progress_done + 1)
         executor.run.progress_done += 1
+
+
+def _apply_patiently(resolution: Resolution, client, processor: BatchProcessor, executor) -> tuple[bool, str]:
+    """Apply one resolution, waiting out the breaker and maintenance like a run does; a refusal of this
+    resolution's data fails it alone, an auth or configuration failure stops the run."""
+    while True:
+        try:
+            return _apply_one(resolution, client, processor, executor)
+        except Interrupted as stop:
+            cause = stop.cause
+        except MoodleError as error:
+            cause = error
+        if isinstance(cause, MoodleError) and cause.category in (errors.CLIENT_FAULT, errors.CONFLICT):
+            return False, f"Moodle refused it: {cause}"
+        executor._handle_interruption(cause, [])
 
 
 def _apply_one(resolution: Resolution, client, processor: BatchProcessor, executor) -> tuple[bool, str]:

@@ -73,12 +73,19 @@ def pause(run: SyncRun, user) -> None:
 
 
 def cancel(run: SyncRun, user) -> None:
-    if run.status in (RunStatus.QUEUED, RunStatus.PAUSED):
-        # Nothing is working on it: end it now.
-        run.finish(
-            RunStatus.ABORTED, f"cancelled by {_who(user)} before it ran on; unsent records stay pending"
-        )
+    # Nothing works on a queued or paused run: end it now, unless a worker claimed it meanwhile (then the
+    # request goes to that worker, like for any running run).
+    ended = SyncRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.PAUSED]).update(
+        status=RunStatus.ABORTED,
+        finished_at=timezone.now(),
+        abort_reason=f"cancelled by {_who(user)} before it ran on; unsent records stay pending",
+    )
+    if ended:
+        run.refresh_from_db()
         RunEvent.objects.create(run=run, message=f"Cancelled by {_who(user)}")
+        from .engine import release_unfinished_work
+
+        release_unfinished_work(run, run.abort_reason)
         return
     _request(run, RunControl.CANCEL, user)
 

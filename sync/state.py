@@ -12,9 +12,9 @@ from django.utils import timezone
 from monitoring.models import CallLog
 
 from .batch import Result
-from .choices import ConflictStatus, DeadLetterStatus, PendingAction, SyncStatus
+from .choices import ConflictStatus, DeadLetterStatus, PendingAction, ResolutionStatus, SyncStatus
 from .locks import RunLock
-from .models import Conflict, DeadLetter, RecordEvent, SyncRecord, SyncRun
+from .models import Conflict, DeadLetter, RecordEvent, Resolution, SyncRecord, SyncRun
 
 _RECORD_FIELDS = [
     "moodle_id", "sync_status", "external_hash", "synced_at", "error_category", "error_message",
@@ -103,9 +103,18 @@ def commit_batch(
             DeadLetter.objects.filter(record__in=ok_records, status__in=_OPEN_DEAD_LETTER).update(
                 status=DeadLetterStatus.RESOLVED, closed_at=now
             )
-            Conflict.objects.filter(record__in=ok_records, status=ConflictStatus.OPEN).update(
-                status=ConflictStatus.RESOLVED, resolved_at=now
+            closed = Conflict.objects.filter(record__in=ok_records, status=ConflictStatus.OPEN)
+            Resolution.objects.filter(conflict__in=closed, status=ResolutionStatus.PROPOSED).update(
+                status=ResolutionStatus.REJECTED, note="superseded: the record synced without it"
             )
+            closed.update(status=ConflictStatus.RESOLVED, resolved_at=now)
+        # A retried record that failed another way (a conflict, bad data) leaves its dead letter open again.
+        failed_plainly = [
+            r for r in touched if r.sync_status != SyncStatus.OK and not results[r.external_id].dead_letter
+        ]
+        DeadLetter.objects.filter(record__in=failed_plainly, status=DeadLetterStatus.RETRYING).update(
+            status=DeadLetterStatus.OPEN
+        )
         SyncRun.objects.filter(pk=run.pk).update(
             progress_done=F("progress_done") + len(results),
             last_progress_at=now,

@@ -350,6 +350,7 @@ def record_detail(request, pk: int):
 
 
 @require_POST
+@permission_required("sync.operate_runs", raise_exception=True)  # it spends the site's call budget
 def record_lookup(request, pk: int):
     """Ask Moodle now for the user behind this record, to compare with what the source says."""
     record = get_object_or_404(_records(), pk=pk)

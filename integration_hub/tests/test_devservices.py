@@ -66,3 +66,20 @@ def test_a_second_process_shares_the_database_and_leaves_it_running(tmp_path, mo
 
 def _alive(path) -> list:
     return [p for p in _processes_under(path) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_second_process_uses_the_same_redis_and_leaves_it_running(tmp_path):
+    from integration_hub.devservices import EmbeddedRedis
+
+    owner, guest = (
+        EmbeddedRedis(tmp_path / "redis", persist=False),
+        EmbeddedRedis(tmp_path / "redis", persist=False),
+    )
+    url = owner.start()
+    try:
+        assert guest.start() == url  # same server: same locks, throttle and queue
+        guest.stop()
+        assert redis.Redis.from_url(url).ping()
+    finally:
+        owner.stop()
+    assert _alive(tmp_path) == []

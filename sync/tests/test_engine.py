@@ -237,3 +237,32 @@ def test_dry_run_writes_nothing_and_counts_the_plan(sync_site, moodle):
     assert not SyncRecord.objects.exists()
     assert run.plan["would_create"] == 29 and run.plan["conflicts"] == 1
     assert run.plan["estimate"]["calls"] > 0
+
+
+def test_a_retried_dead_letter_that_fails_another_way_is_open_again(sync_site, moodle):
+    from sync import runs
+    from sync.choices import DeadLetterStatus
+
+    moodle.control("POST", "inject", {"kinds": ["503"] * 4, "function": "core_user_create_users"})
+    run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
+    letter = DeadLetter.objects.filter(status=DeadLetterStatus.OPEN).first()
+    # Meanwhile someone took the person's username in Moodle: the retry meets a conflict, not a 503.
+    moodle.control("POST", "users", {"username": letter.record.username, "email": "x@y.org", "firstname": "A",
+                                     "lastname": "B"})  # fmt: skip
+    retry = runs.retry_dead_letters(sync_site, [letter], enqueue=False)
+    engine.execute(retry.pk, transport=moodle.transport, sleep=no_sleep)
+    letter.refresh_from_db()
+    assert letter.status == DeadLetterStatus.OPEN  # can be retried or discarded, not stuck in "retrying"
+    assert letter.record.sync_status == SyncStatus.CONFLICT
+
+
+def test_cancelling_a_run_a_worker_just_claimed_asks_the_worker(sync_site, operator):
+    from sync import runs
+    from sync.choices import RunControl
+
+    run = engine.queue_run(sync_site, RunKind.INCREMENTAL)
+    stale_view = SyncRun.objects.get(pk=run.pk)  # the page saw it queued
+    assert run.start()  # a worker claims it meanwhile
+    runs.cancel(stale_view, operator)
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.control == RunControl.CANCEL

@@ -189,3 +189,27 @@ def test_a_duplicate_nobody_should_link_is_dismissed_with_a_reason(synced, moodl
     duplicate.refresh_from_db()
     assert duplicate.status == DiscrepancyStatus.REJECTED
     assert (trail.status, trail.decided_by, trail.calls) == (ResolutionStatus.REJECTED, hub_admin, [])
+
+
+def test_approved_resolutions_of_a_run_that_never_ran_can_be_proposed_again(
+    synced, moodle, people_csv, hub_admin, clean_redis
+):
+    from sync.locks import RunLock
+    from sync.models import SyncRun
+
+    seed_drift_of_every_kind(moodle, people_csv)
+    execute(synced, moodle, RunKind.RECONCILE)
+    orphan = Discrepancy.objects.get(kind=DiscrepancyKind.ORPHAN_IN_MOODLE)
+    proposal = resolutions.propose(action=orphan.proposed_action, discrepancy=orphan)
+    run = resolutions.approve([proposal], hub_admin, enqueue=False)
+    holder = SyncRun.objects.create(site=synced, kind=RunKind.INCREMENTAL, status=RunStatus.RUNNING)
+    lock = RunLock(clean_redis, synced.slug, holder.pk, ttl_s=30)
+    assert lock.acquire()
+    try:
+        run = engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
+    finally:
+        lock.release()
+    assert run.status == RunStatus.SKIPPED
+    proposal.refresh_from_db()
+    assert proposal.status == ResolutionStatus.FAILED and f"run #{run.pk} ended" in proposal.outcome
+    assert resolutions.propose(action=orphan.proposed_action, discrepancy=orphan)  # not stuck

@@ -77,6 +77,9 @@ def _processes(port: int) -> dict[str, list[str]]:
             "--workers", "2", "--access-logfile", "-", "--graceful-timeout", "5",
         ],
         "worker": [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "demo@%h"],
+        # Heartbeat, probes and alert rules on their own worker, so long runs never starve them.
+        "monitor": [*celery, "worker", "-Q", "monitoring", "--loglevel", "INFO", "--concurrency", "1",
+                    "--hostname", "monitor@%h"],
         "beat": [*celery, "beat", "--loglevel", "INFO"],
     }  # fmt: skip
 

@@ -168,6 +168,10 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=6 * 3600 + 30
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Monitoring work (heartbeat, probes, alert rules) has its own queue: a worker busy with hour-long runs
+# must not starve the dead-man switch. Give it a worker of its own (docker-compose.yml: monitor).
+CELERY_TASK_ROUTES = {"monitoring.*": {"queue": "monitoring"}}
+CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TIMEZONE = TIME_ZONE
 
 # Circuit breaker per Moodle site (shared in Redis): it opens when, over the window, transient errors pass

@@ -136,7 +136,7 @@ def start_worker(env: dict, name: str) -> subprocess.Popen:
     """A real Celery worker process (solo pool) with the given environment."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
-         "--loglevel", "WARNING", "--hostname", f"{name}-{os.getpid()}@%h"],
+         "-Q", "celery,monitoring", "--loglevel", "WARNING", "--hostname", f"{name}-{os.getpid()}@%h"],
         env=env,
     )  # fmt: skip
 

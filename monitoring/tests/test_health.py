@@ -4,7 +4,6 @@ and back with a real worker process."""
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -12,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from integration_hub.testing import start_worker
 from monitoring.health import check_worker
 from monitoring.models import Heartbeat
 from monitoring.worker_liveness import Liveness, alive_workers, worker_key
@@ -92,11 +92,7 @@ def test_the_healthcheck_command_takes_component_names(clean_redis):
 
 
 def _start_worker(env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
-         "--loglevel", "WARNING", "--hostname", f"health-{os.getpid()}@%h"],
-        env=env,
-    )  # fmt: skip
+    return start_worker(env, "health")
 
 
 def _wait_for_status(client, status: int, timeout: float) -> float:

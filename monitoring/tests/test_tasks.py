@@ -57,7 +57,18 @@ def test_real_beat_and_worker_record_the_scheduler_heartbeat(child_env, tmp_path
     task.save()
     celery = [sys.executable, "-m", "celery", "-A", "integration_hub"]
     worker = subprocess.Popen(
-        [*celery, "worker", "--pool", "solo", "--loglevel", "WARNING", "--hostname", "test-worker@%h"],
+        [
+            *celery,
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "celery,monitoring",
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            "test-worker@%h",
+        ],
         env=child_env,
     )
     beat = subprocess.Popen(

@@ -21,7 +21,6 @@ MIN_SPACING_MS = 50
 CALLS_PER_MINUTE = 600
 # Start times are taken by the server thread after the request arrives; scheduling between
 # the Redis grant and that moment may shift one start by a little.
-CLOCK_TOLERANCE_MS = 3
 
 CHILD = """
 import json, sys, time
@@ -87,17 +86,26 @@ def test_two_processes_share_one_budget(redis_client, site_name, capsys):
 
     starts = sorted(t for t, fn in stats["call_starts"] if fn == "core_webservice_get_site_info")
     assert len(starts) == 2 * CALLS_PER_PROCESS
-    gaps = _gaps_ms(starts)
+    # The spacing the throttle grants, on Redis's own clock: what the two processes agreed on.
+    granted_us = sorted(
+        int(score)
+        for _, score in redis_client.zrange(f"hub:throttle:{site_name}:starts", 0, -1, withscores=True)
+    )
+    assert len(granted_us) == 2 * CALLS_PER_PROCESS
+    gaps = [(b - a) / 1000 for a, b in itertools.pairwise(granted_us)]  # whole microseconds, then ms
+    # As the simulator saw them: a request's trip from its grant to the server's clock adds jitter, a few
+    # ms on a quiet machine, tens under load, so that measure is reported rather than held to the limit.
+    seen = _gaps_ms(starts)
     per_minute = max(sum(1 for t in starts if s <= t < s + 60) for s in starts)
     with capsys.disabled():
         print(
             f"\nthrottle across 2 processes: {len(starts)} calls in {starts[-1] - starts[0]:.2f} s, "
             f"max in flight {stats['max_in_flight']} (limit {MAX_CONCURRENT}), "
-            f"min spacing {min(gaps):.1f} ms (limit {MIN_SPACING_MS}), "
-            f"max calls in 60 s {per_minute} (cap {CALLS_PER_MINUTE})"
+            f"min spacing granted {min(gaps):.1f} ms, seen by the server {min(seen):.1f} ms "
+            f"(limit {MIN_SPACING_MS}), max calls in 60 s {per_minute} (cap {CALLS_PER_MINUTE})"
         )
     assert stats["max_in_flight"] <= MAX_CONCURRENT
-    assert min(gaps) >= MIN_SPACING_MS - CLOCK_TOLERANCE_MS
+    assert min(b - a for a, b in itertools.pairwise(granted_us)) >= MIN_SPACING_MS * 1000
     assert per_minute <= CALLS_PER_MINUTE
 
 

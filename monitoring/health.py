@@ -5,6 +5,7 @@ health checks judge the same way.
 """
 
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import redis
 from django.conf import settings
@@ -31,10 +32,16 @@ def check_database() -> Component:
         return Component("database", False, type(exc).__name__)
 
 
+@cache
+def _redis(url: str) -> redis.Redis:
+    """One connection pool per process for the checks, which run on every page (the worker banner): short
+    timeouts, so a Redis that stopped answering makes a check fail fast instead of hanging the page."""
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+
 def check_redis() -> Component:
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        client.ping()
+        _redis(settings.REDIS_URL).ping()
         return Component("redis", True, "reachable")
     except redis.RedisError as exc:
         return Component("redis", False, type(exc).__name__)
@@ -43,8 +50,7 @@ def check_redis() -> Component:
 def check_worker() -> Component:
     """Workers whose liveness key (refreshed by a thread in each worker) has not expired."""
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-        names = alive_workers(client)
+        names = alive_workers(_redis(settings.REDIS_URL))
     except redis.RedisError as exc:
         return Component("worker", False, f"cannot read worker liveness: {type(exc).__name__}")
     if not names:

@@ -129,25 +129,19 @@ def _save_conflicts(run: SyncRun, by_id: dict[str, SyncRecord], results: dict[st
         if result.status != SyncStatus.CONFLICT:
             continue
         record = by_id[external_id]
+        values = {
+            "site_id": record.site_id,
+            "run": run,
+            "our_payload": record.payload,
+            "their_users": result.their_users or [],
+            "message": result.message,
+        }
         Conflict.objects.update_or_create(
             record=record,
             kind=result.conflict_kind,
             status=ConflictStatus.OPEN,
-            defaults={
-                "site_id": record.site_id,
-                "run": run,
-                "our_payload": record.payload,
-                "their_users": result.their_users or [],
-                "message": result.message,
-            },
-            create_defaults={
-                "site_id": record.site_id,
-                "run": run,
-                "our_payload": record.payload,
-                "their_users": result.their_users or [],
-                "message": result.message,
-                "created_at": now,
-            },
+            defaults=values,
+            create_defaults={**values, "created_at": now},
         )
 
 

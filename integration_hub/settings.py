@@ -200,6 +200,8 @@ RUN_LOCK_TTL_S = env.int("RUN_LOCK_TTL_S", default=60)
 MAINTENANCE_BACKOFF_S = env.int("MAINTENANCE_BACKOFF_S", default=300)
 # A run whose look-up failed after every retry waits this long before trying the batch again.
 TRANSIENT_BACKOFF_S = env.float("TRANSIENT_BACKOFF_S", default=30.0)
+# A resolution run that finds its site's lock held tries again this often (and at once when it is freed).
+LOCK_WAIT_RETRY_S = env.float("LOCK_WAIT_RETRY_S", default=15.0)
 # Uploaded source files (CSV uploads on the Start-a-run page).
 UPLOAD_DIR = Path(env.str("UPLOAD_DIR", default=str(BASE_DIR / "var" / "uploads")))
 

@@ -132,10 +132,14 @@ def make_site(slug: str, base_url: str, csv_path: Path, *, removed_policy: str =
     return site
 
 
-def start_worker(env: dict, name: str) -> subprocess.Popen:
-    """A real Celery worker process (solo pool) with the given environment."""
+def start_worker(env: dict, name: str, *, concurrency: int = 1) -> subprocess.Popen:
+    """A real Celery worker process with the given environment: the solo pool, or a prefork pool of
+    `concurrency` processes (as in production) to let tasks race."""
+    pool = (
+        ["--pool", "solo"] if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
+    )
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", "--pool", "solo",
+        [sys.executable, "-m", "celery", "-A", "integration_hub", "worker", *pool,
          "-Q", "celery,monitoring", "--loglevel", "WARNING", "--hostname", f"{name}-{os.getpid()}@%h"],
         env=env,
     )  # fmt: skip

@@ -3,6 +3,7 @@
 import logging
 from datetime import timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
 from sync.models import MoodleSite, ServiceToken, SyncRun
@@ -15,6 +16,9 @@ logger = logging.getLogger(__name__)
 # Writing last_used_at on every call would double the writes of a run; once a minute is enough to
 # spot a token that is used where it should not be.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Refusals that are about the token itself: any call Moodle accepts afterwards proves they are over.
+# Others (accessexception for one function, nopermissions for writes) end when that function answers.
+TOKEN_LEVEL_CODES = ("invalidtoken", "wsaccessusersuspended")
 
 
 class CallLogWriter:
@@ -43,6 +47,7 @@ class CallLogWriter:
                 attempt=record.attempt,
                 items=record.items,
                 message=record.message or "",
+                detail=record.raw or "",
                 started_at=record.started_at,
             )
             self._touch_token(record)
@@ -50,10 +55,27 @@ class CallLogWriter:
             logger.exception("could not store the audit record of %s on %s", record.function, self.site.slug)
 
     def _touch_token(self, record: CallRecord) -> None:
-        if self.token is None or record.outcome == "auth":
+        """Keep the token's "last used" and "refused by Moodle" true to the calls made with it."""
+        if self.token is None or not self.token.pk:
+            return
+        tokens = ServiceToken.objects.filter(pk=self.token.pk)
+        if record.outcome == "auth":
+            code = record.errorcode or (f"HTTP {record.http_status}" if record.http_status else "refused")
+            tokens.update(
+                refused_at=record.started_at, refused_code=code[:100], refused_function=record.function
+            )
+            self.token.refused_at = record.started_at
+            return
+        if record.outcome != "ok":
             return
         now = timezone.now()
-        if self._last_used_written and now - self._last_used_written < LAST_USED_RESOLUTION:
-            return
-        ServiceToken.objects.filter(pk=self.token.pk).update(last_used_at=now)
-        self._last_used_written = now
+        due = self._last_used_written is None or now - self._last_used_written >= LAST_USED_RESOLUTION
+        if self.token.refused_at is not None or due:
+            # A refusal recorded by another process is cleared within a minute of a call that proves it over.
+            tokens.filter(refused_at__isnull=False).filter(
+                Q(refused_function=record.function) | Q(refused_code__in=TOKEN_LEVEL_CODES)
+            ).update(refused_at=None, refused_code="", refused_function="")
+            self.token.refused_at = None
+        if due:
+            tokens.update(last_used_at=now)
+            self._last_used_written = now

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import smtplib
 import time
 from urllib.parse import urlsplit
@@ -25,6 +26,8 @@ from django.utils import timezone
 from sync.crypto import decrypt, encrypt
 
 from .models import Alert, AlertChannel, Delivery
+
+logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 TIMESTAMP_HEADER = "X-Hub-Timestamp"
@@ -134,8 +137,9 @@ class EmailTransport(Transport):
             send_mail(subject(alert, event), text_body(alert, event), settings.DEFAULT_FROM_EMAIL, recipients)
         except smtplib.SMTPRecipientsRefused:
             raise TransportError("the mail server refused every address", permanent=True) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise TransportError(f"mail server: {type(exc).__name__}") from None
+        except (smtplib.SMTPException, OSError):
+            host = getattr(settings, "EMAIL_HOST", "") or "configured"
+            raise TransportError(f"the mail server ({host}) refused the message or did not answer") from None
 
 
 class WebhookTransport(Transport):
@@ -159,10 +163,10 @@ class WebhookTransport(Transport):
             raise TransportError("the webhook URL is not valid", permanent=True) from None
         except httpx.TimeoutException:
             raise TransportError("the receiver did not answer in time") from None
-        except httpx.HTTPError as exc:
-            # The exception's text may quote the URL, which can hold a secret path: name the class only.
+        except httpx.HTTPError:
+            # The exception's text may quote the URL, which can hold a secret path: the host only.
             raise TransportError(
-                f"could not reach {_host(self.channel.target)}: {type(exc).__name__}"
+                f"could not reach {_host(self.channel.target)} (connection refused, reset or no route)"
             ) from None
         if response.status_code == 429 or response.status_code >= 500:
             raise TransportError(f"HTTP {response.status_code} from the receiver")
@@ -210,8 +214,9 @@ def deliver(
             transport.notify(alert, event)
         except TransportError as exc:
             error, permanent = exc.message[:500], exc.permanent
-        except Exception as exc:  # a bug in a transport must not stop the other channels
-            error = f"unexpected {type(exc).__name__}"
+        except Exception:  # a bug in a transport must not stop the other channels
+            logger.exception("delivery through channel %s failed unexpectedly", channel.pk)
+            error = "an unexpected problem inside the hub (the worker's log has the details)"
         Delivery.objects.create(
             alert=alert,
             channel=channel,

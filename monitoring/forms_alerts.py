@@ -9,23 +9,10 @@ from django.utils import timezone
 
 from sync.forms import FilterForm, _site_field, _with_any
 
+from .kinds import AlertKind
 from .models import Alert, AlertChannel
 
-KIND_LABELS = {
-    "auth_failure": "Token refused",
-    "config": "Service not set up",
-    "blast_radius": "Removals blocked",
-    "run_budget": "Run over budget",
-    "stuck_run": "Stuck run",
-    "transient_rate": "Transient errors",
-    "token_expiry": "Token expiry",
-    "breaker_open": "Breaker open",
-    "stale_lock": "Stale lock",
-    "schedule_missed": "Schedule missed",
-    "schedule_late": "Schedule late",
-    "scheduler_silent": "Scheduler silent",
-    "worker_silent": "No worker",
-}
+KIND_LABELS = dict(AlertKind.choices)
 
 
 class AlertFilterForm(FilterForm):

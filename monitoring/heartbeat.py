@@ -31,6 +31,7 @@ from sync.moodle.client import RetryPolicy
 from sync.moodle.errors import BreakerOpen, MoodleError, SeamError, ThrottleTimeout
 
 from .alerts import raise_alert, resolve_alert
+from .kinds import AlertKind, auth_key, missing_function_key
 from .models import Alert, CallLog, ProbeResult
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ BROKEN = frozenset({errors.AUTH, errors.CONFIG, NO_TOKEN})
 
 # A beat tick every minute arrives a little early or late; without slack a 300 s interval becomes 360 s.
 DUE_SLACK = timedelta(seconds=10)
-
-
-def missing_function_key(site: MoodleSite) -> str:
-    return f"missing_function:{site.slug}"
-
-
-def auth_key(site: MoodleSite) -> str:
-    return f"auth:{site.slug}"
 
 
 def probe_site(site: MoodleSite, *, transport: httpx.BaseTransport | None = None) -> ProbeResult:
@@ -90,7 +83,7 @@ def probe_site(site: MoodleSite, *, transport: httpx.BaseTransport | None = None
         return ProbeResult.objects.create(site=site, ok=False, error_category=THROTTLED, error=str(exc))
     except SeamError as exc:
         return ProbeResult.objects.create(
-            site=site, ok=False, error_category=UNREACHABLE, error=f"{type(exc).__name__}: {exc}"[:2000]
+            site=site, ok=False, error_category=UNREACHABLE, error=str(exc)[:2000]
         )
     latency = _latency(site, started, t0)
     functions = sorted(
@@ -116,11 +109,11 @@ def probe_site(site: MoodleSite, *, transport: httpx.BaseTransport | None = None
     if last_ok is not None:
         refused_since = refused_since.filter(started_at__gt=last_ok)
     if not refused_since.exists():
-        resolve_alert(auth_key(site))
+        resolve_alert(auth_key(site.slug))
     if missing:
         _raise_missing_function_alert(site, token.masked, missing)
     else:
-        resolve_alert(missing_function_key(site))
+        resolve_alert(missing_function_key(site.slug))
     return result
 
 
@@ -159,8 +152,8 @@ def _latency(site: MoodleSite, started, t0: float) -> float:
 def _raise_auth_alert(site: MoodleSite, masked: str, exc: MoodleError) -> None:
     code = f" ({exc.errorcode})" if exc.errorcode else ""
     raise_alert(
-        auth_key(site),
-        kind="auth_failure",
+        auth_key(site.slug),
+        kind=AlertKind.AUTH_FAILURE,
         site=site,
         title=f"{site.name}: Moodle rejected the token {masked} at {timezone.now():%H:%M} UTC{code}",
         detail=(
@@ -175,8 +168,8 @@ def _raise_auth_alert(site: MoodleSite, masked: str, exc: MoodleError) -> None:
 def _raise_missing_function_alert(site: MoodleSite, masked: str, missing: list[str]) -> None:
     names = ", ".join(missing)
     raise_alert(
-        missing_function_key(site),
-        kind="config",
+        missing_function_key(site.slug),
+        kind=AlertKind.CONFIG,
         site=site,
         severity=Alert.Severity.CRITICAL,
         title=f"{site.name}: the token {masked} cannot call {names}",

@@ -3,6 +3,8 @@
 from django.db import models
 from django.utils import timezone
 
+from .kinds import AlertKind
+
 
 class Heartbeat(models.Model):
     """When a piece of the hub last *finished* its periodic work (a dead-man switch).
@@ -61,6 +63,9 @@ class CallLog(models.Model):
     attempt = models.PositiveSmallIntegerField(default=1)
     items = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)
+    detail = models.TextField(
+        blank=True, help_text="The first bytes of an answer that was not Moodle's JSON (shown on request)."
+    )
     started_at = models.DateTimeField()
 
     class Meta:
@@ -109,7 +114,7 @@ class Alert(models.Model):
         WARNING = "warning", "Warning"
 
     key = models.CharField(max_length=200, help_text="Identifies the problem, e.g. auth:north.")
-    kind = models.CharField(max_length=50)
+    kind = models.CharField(max_length=50, choices=AlertKind.choices)
     site = models.ForeignKey(
         "sync.MoodleSite", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
     )

@@ -24,11 +24,13 @@ from django.db.models.functions import Coalesce
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from sync.choices import RunStatus, RunTrigger, TokenStatus
-from sync.models import MoodleSite, ServiceToken, SyncRun
+from sync.choices import OverrideStatus, RunStatus, RunTrigger, TokenStatus
+from sync.models import GuardOverride, MoodleSite, ServiceToken, SyncRun
 
 from .alerts import raise_alert, resolve_alert, supersede_alert
+from .kinds import AlertKind, auth_key, guard_override_key, site_unavailable_key
 from .models import Alert, BreakerEvent, CallLog, Heartbeat, RuleState
+from .site_state import site_states
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def auth_failures(now: datetime) -> list[Problem]:
         )
         # A refusal older than the alert's last resolution was already declared over (a run succeeded,
         # a probe answered): re-opening for it would flap between the probe and this rule.
-        settled = Alert.objects.filter(key=f"auth:{site.slug}", status=Alert.Status.RESOLVED).aggregate(
+        settled = Alert.objects.filter(key=auth_key(site.slug), status=Alert.Status.RESOLVED).aggregate(
             at=Max("resolved_at")
         )["at"]
         still = [
@@ -141,7 +143,11 @@ def _auth_problem(site: MoodleSite, refused: list[dict], alert: Alert | None) ->
     )
     standby = (
         ServiceToken.objects.filter(
-            site=site, status=TokenStatus.STANDBY, last_verified_at__isnull=False, verify_error=""
+            site=site,
+            status=TokenStatus.STANDBY,
+            last_verified_at__isnull=False,
+            verify_error="",
+            refused_at__isnull=True,
         )
         .order_by("-last_verified_at")
         .first()
@@ -154,7 +160,7 @@ def _auth_problem(site: MoodleSite, refused: list[dict], alert: Alert | None) ->
         )
         if offer not in detail:
             detail = f"{detail}\n\n{offer}"
-    return Problem(f"auth:{site.slug}", "auth_failure", CRITICAL, title, detail, site=site)
+    return Problem(auth_key(site.slug), AlertKind.AUTH_FAILURE, CRITICAL, title, detail, site=site)
 
 
 def run_over_budget(now: datetime) -> list[Problem]:
@@ -168,7 +174,7 @@ def run_over_budget(now: datetime) -> list[Problem]:
             problems.append(
                 Problem(
                     f"run_budget:{run.pk}",
-                    "run_budget",
+                    AlertKind.RUN_BUDGET,
                     CRITICAL,
                     f"{run.site.name}: run #{run.pk} has been running longer than its {budget} budget",
                     f"Run #{run.pk} ({run.get_kind_display()}) started {run.started_at:%Y-%m-%d %H:%M} UTC "
@@ -195,7 +201,7 @@ def stuck_runs(now: datetime) -> list[Problem]:
     return [
         Problem(
             f"stuck_run:{run.pk}",
-            "stuck_run",
+            AlertKind.STUCK_RUN,
             CRITICAL,
             f"{run.site.name}: run #{run.pk} made no progress for "
             f"{_minutes((now - run.progress).total_seconds())}",
@@ -227,7 +233,7 @@ def transient_rate(now: datetime) -> list[Problem]:
         problems.append(
             Problem(
                 f"transient_rate:{site.slug}",
-                "transient_rate",
+                AlertKind.TRANSIENT_RATE,
                 WARNING,
                 f"{site.name}: {rate:.0%} of Moodle calls failed transiently",
                 f"{row['transient']} of {row['calls']} calls in the last "
@@ -263,7 +269,7 @@ def token_expiry(now: datetime) -> list[Problem]:
         problems.append(
             Problem(
                 f"token_expiry:{token.pk}:{threshold}",
-                "token_expiry",
+                AlertKind.TOKEN_EXPIRY,
                 CRITICAL if threshold <= 7 else WARNING,
                 f"{token.site.name}: {token.get_status_display().lower()} token {token.masked} {when}",
                 f"Valid until {token.valid_until:%Y-%m-%d %H:%M} UTC. Create a new token in Moodle, add it "
@@ -295,7 +301,7 @@ def breaker_open(now: datetime) -> list[Problem]:
         problems.append(
             Problem(
                 f"breaker_open:{site.slug}",
-                "breaker_open",
+                AlertKind.BREAKER_OPEN,
                 CRITICAL,
                 f"{site.name}: Moodle calls have been paused for "
                 f"{_minutes((now - opened.at).total_seconds())}",
@@ -324,7 +330,7 @@ def stale_locks(now: datetime) -> list[Problem]:
         problems.append(
             Problem(
                 f"stale_lock:{site.slug}",
-                "stale_lock",
+                AlertKind.STALE_LOCK,
                 CRITICAL,
                 f"{site.name}: the run lock's owner stopped heart-beating",
                 f"Run #{info.run_id} holds the lock from {info.host} (pid {info.pid}); its last heartbeat "
@@ -358,7 +364,7 @@ def schedules(now: datetime) -> list[Problem]:
             problems.append(
                 Problem(
                     f"schedule_missed:{task.pk}",
-                    "schedule_missed",
+                    AlertKind.SCHEDULE_MISSED,
                     CRITICAL,
                     f"{site.name}: “{task.name}” did not run",
                     f"It was due at {due:%Y-%m-%d %H:%M} UTC and the scheduler has not sent it"
@@ -373,7 +379,7 @@ def schedules(now: datetime) -> list[Problem]:
             problems.append(
                 Problem(
                     f"schedule_late:{task.pk}",
-                    "schedule_late",
+                    AlertKind.SCHEDULE_LATE,
                     WARNING,
                     f"{site.name}: “{task.name}” did not start on time",
                     late,
@@ -413,6 +419,57 @@ def _late_start(task, site: MoodleSite, kind: str, now: datetime, drift: timedel
     return ""
 
 
+def unavailable_sites(now: datetime) -> list[Problem]:
+    """Moodle did not answer the site's probe: the site state's own finding, held for consecutive
+    evaluations (a probe runs every few minutes, so one blip is seen once and pages nobody)."""
+    sites = list(MoodleSite.objects.filter(enabled=True).prefetch_related("tokens"))
+    states = site_states(sites, now=now, include_alerts=False)
+    problems = []
+    for site in sites:
+        finding = next((f for f in states[site.pk].findings if f.key == "probe_unavailable"), None)
+        if finding is None:
+            continue
+        problems.append(
+            Problem(
+                site_unavailable_key(site.slug),
+                AlertKind.SITE_UNAVAILABLE,
+                WARNING,
+                f"{site.name}: Moodle does not answer the hub's probe",
+                f"{finding.reason} {finding.next_step}",
+                site=site,
+            )
+        )
+    return problems
+
+
+def guard_overrides(now: datetime) -> list[Problem]:
+    """An admin went (or asks to go) past a site's blast-radius guard: kept in view while a second admin
+    must confirm it, and for an hour after it was decided, so every channel hears of it once."""
+    recent = now - timedelta(hours=1)
+    overrides = GuardOverride.objects.filter(
+        Q(status=OverrideStatus.PENDING) | Q(status=OverrideStatus.CONFIRMED, decided_at__gte=recent)
+    ).select_related("site", "requested_by", "decided_by")
+    problems = []
+    for override in overrides:
+        who = override.requested_by.get_username() if override.requested_by else "an admin"
+        pending = override.status == OverrideStatus.PENDING
+        problems.append(
+            Problem(
+                guard_override_key(override.pk),
+                AlertKind.GUARD_OVERRIDE,
+                CRITICAL,
+                f"{override.site.name}: {who} "
+                + ("asks to go" if pending else "went")
+                + f" past the blast-radius guard for {override.count:,} users",
+                f"Override #{override.pk}: {override.count:,} of {override.linked_users:,} linked users, the "
+                f"site's limit being {override.limit:,}. Reason: {override.reason}"
+                + (" A second admin must confirm or reject it." if pending else ""),
+                site=override.site,
+            )
+        )
+    return problems
+
+
 def scheduler_silent(now: datetime) -> list[Problem]:
     """Beat runs but its heartbeat task no longer finishes (if beat itself is dead this rule cannot run
     either: /healthz going 503 covers that)."""
@@ -424,7 +481,7 @@ def scheduler_silent(now: datetime) -> list[Problem]:
     return [
         Problem(
             "scheduler_silent",
-            "scheduler_silent",
+            AlertKind.SCHEDULER_SILENT,
             CRITICAL,
             "The hub's scheduler heartbeat is silent",
             f"The heartbeat task last finished {when}. Scheduled syncs are probably not running: check "
@@ -442,7 +499,7 @@ def workers_silent(now: datetime) -> list[Problem]:
     return [
         Problem(
             "worker_silent",
-            "worker_silent",
+            AlertKind.WORKER_SILENT,
             CRITICAL,
             "No hub worker is alive",
             "No celery worker has reported in the last "
@@ -453,17 +510,19 @@ def workers_silent(now: datetime) -> list[Problem]:
 
 
 RULES: list[Rule] = [
-    Rule("auth:", "auth_failure", auth_failures, immediate=True),
-    Rule("run_budget:", "run_budget", run_over_budget),
-    Rule("stuck_run:", "stuck_run", stuck_runs),
-    Rule("transient_rate:", "transient_rate", transient_rate),
-    Rule("token_expiry:", "token_expiry", token_expiry, immediate=True),
-    Rule("breaker_open:", "breaker_open", breaker_open),
-    Rule("stale_lock:", "stale_lock", stale_locks),
-    Rule("schedule_missed:", "schedule_missed", schedules),
-    Rule("schedule_late:", "schedule_late", schedules),
-    Rule("scheduler_silent", "scheduler_silent", scheduler_silent),
-    Rule("worker_silent", "worker_silent", workers_silent),
+    Rule("auth:", AlertKind.AUTH_FAILURE, auth_failures, immediate=True),
+    Rule("run_budget:", AlertKind.RUN_BUDGET, run_over_budget),
+    Rule("stuck_run:", AlertKind.STUCK_RUN, stuck_runs),
+    Rule("transient_rate:", AlertKind.TRANSIENT_RATE, transient_rate),
+    Rule("token_expiry:", AlertKind.TOKEN_EXPIRY, token_expiry, immediate=True),
+    Rule("breaker_open:", AlertKind.BREAKER_OPEN, breaker_open),
+    Rule("stale_lock:", AlertKind.STALE_LOCK, stale_locks),
+    Rule("schedule_missed:", AlertKind.SCHEDULE_MISSED, schedules),
+    Rule("schedule_late:", AlertKind.SCHEDULE_LATE, schedules),
+    Rule("site_unavailable:", AlertKind.SITE_UNAVAILABLE, unavailable_sites),
+    Rule("guard_override:", AlertKind.GUARD_OVERRIDE, guard_overrides, immediate=True),
+    Rule("scheduler_silent", AlertKind.SCHEDULER_SILENT, scheduler_silent),
+    Rule("worker_silent", AlertKind.WORKER_SILENT, workers_silent),
 ]
 
 

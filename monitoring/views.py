@@ -13,10 +13,10 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from sync.choices import RunKind, RunStatus, TokenStatus
+from sync.choices import TokenStatus
 from sync.models import MoodleSite, SyncRun
 
-from . import charts, metrics
+from . import charts, metrics, prometheus
 from .forms import ERRORS, CallFilterForm
 from .health import run_checks
 from .models import CallLog
@@ -41,32 +41,15 @@ def _latest_runs(site_ids: list[int]) -> dict[int, list[SyncRun]]:
     return by_site
 
 
-# "Last successful sync" means people were sent: a reconciliation or a dry run is not one.
-SYNC_KINDS = (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RETRY)
-
-
-def _last_success(site_ids: list[int]) -> dict[int, SyncRun]:
-    runs = (
-        SyncRun.objects.filter(
-            site_id__in=site_ids, status=RunStatus.SUCCEEDED, dry_run=False, kind__in=SYNC_KINDS
-        )
-        .order_by("site_id", "-finished_at")
-        .distinct("site_id")
-    )
-    return {run.site_id: run for run in runs}
-
-
 def overview(request):
     sites = list(MoodleSite.objects.order_by("name").prefetch_related("tokens"))
     site_ids = [site.pk for site in sites]
     latest = _latest_runs(site_ids)
-    last_success = _last_success(site_ids)
-    states = site_states(sites, latest)
+    states = site_states(sites)
     rows = [
         {
             "site": site,
             "runs": latest[site.pk],
-            "last_success": last_success.get(site.pk),
             "active_runs": [run for run in latest[site.pk] if run.is_active],
             "active_token": next((t for t in site.tokens.all() if t.status == TokenStatus.ACTIVE), None),
             "state": states[site.pk],
@@ -117,7 +100,7 @@ def metrics_view(request):
     """Prometheus text for a scraper: protected by a bearer token or an allowed network, no login."""
     if (refusal := _metrics_refusal(request)) is not None:
         return refusal
-    return HttpResponse(metrics.prometheus_text(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(prometheus.prometheus_text(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @permission_required("monitoring.view_calllog", raise_exception=True)

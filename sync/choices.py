@@ -35,8 +35,12 @@ class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
     SUCCEEDED = "succeeded", "Succeeded"
+    # Finished, but left work behind: dead letters, records in error, conflicts, or changes the
+    # blast-radius guard held back. Never a clean sync.
+    PROBLEMS = "problems", "Finished with problems"
     FAILED = "failed", "Failed"
     ABORTED = "aborted", "Aborted"
+    CANCELLED = "cancelled", "Cancelled"
     SKIPPED = "skipped", "Skipped"
 
     @classmethod
@@ -46,7 +50,12 @@ class RunStatus(models.TextChoices):
 
     @classmethod
     def terminal(cls) -> tuple[str, ...]:
-        return (cls.SUCCEEDED, cls.FAILED, cls.ABORTED, cls.SKIPPED)
+        return (cls.SUCCEEDED, cls.PROBLEMS, cls.FAILED, cls.ABORTED, cls.CANCELLED, cls.SKIPPED)
+
+    @classmethod
+    def finished(cls) -> tuple[str, ...]:
+        """Ended after doing its work: what a site's state judges (a cancel or a skip says nothing of it)."""
+        return (cls.SUCCEEDED, cls.PROBLEMS, cls.FAILED, cls.ABORTED)
 
 
 class ErrorCategory(models.TextChoices):
@@ -110,6 +119,8 @@ class RunControl(models.TextChoices):
 class DiscrepancyKind(models.TextChoices):
     MISSING_IN_MOODLE = "missing_in_moodle", "Missing in Moodle"
     ORPHAN_IN_MOODLE = "orphan_in_moodle", "Orphan in Moodle"
+    # A sync found people gone from the source but the blast-radius guard held their suspension back.
+    LEFT_SOURCE = "left_source", "Left the source"
     FIELD_DRIFT = "field_drift", "Field drift"
     SUSPENDED_MISMATCH = "suspended_mismatch", "Suspended mismatch"
     IDENTITY_MISMATCH = "identity_mismatch", "Identity mismatch"
@@ -128,6 +139,8 @@ DEFAULT_AUTO_APPLY = [
 class DiscrepancyStatus(models.TextChoices):
     OPEN = "open", "Waiting for approval"
     AUTO = "auto", "Applying automatically"
+    APPROVED = "approved", "Approved, queued"
+    APPLYING = "applying", "Applying"
     APPLIED = "applied", "Applied"
     REJECTED = "rejected", "Rejected"
     FAILED = "failed", "Failed"
@@ -136,7 +149,13 @@ class DiscrepancyStatus(models.TextChoices):
 
     @classmethod
     def waiting(cls) -> tuple[str, ...]:
+        """Still waiting for a person's decision."""
         return (cls.OPEN, cls.BLOCKED)
+
+    @classmethod
+    def in_flight(cls) -> tuple[str, ...]:
+        """Decided, not applied yet."""
+        return (cls.APPROVED, cls.APPLYING)
 
 
 class ResolutionAction(models.TextChoices):
@@ -150,10 +169,30 @@ class ResolutionAction(models.TextChoices):
     RENAME = "rename", "Create with another username"
     IGNORE = "ignore", "Ignore"
 
+    @classmethod
+    def destructive(cls) -> frozenset[str]:
+        """Actions that take access away from someone or move an account to another person: counted by the
+        blast-radius guard and never approved in bulk together with safe ones."""
+        return frozenset({cls.SUSPEND, cls.RELINK, cls.CHOOSE})
+
 
 class ResolutionStatus(models.TextChoices):
     PROPOSED = "proposed", "Proposed"
     APPROVED = "approved", "Approved, queued"
+    APPLYING = "applying", "Applying"
     REJECTED = "rejected", "Rejected"
     APPLIED = "applied", "Applied"
     FAILED = "failed", "Failed"
+
+    @classmethod
+    def in_flight(cls) -> tuple[str, ...]:
+        """Proposed or decided, not finished: a second proposal for the same thing must wait."""
+        return (cls.PROPOSED, cls.APPROVED, cls.APPLYING)
+
+
+class OverrideStatus(models.TextChoices):
+    """A request to go past the blast-radius guard, decided by a second admin under four-eyes."""
+
+    PENDING = "pending", "Waiting for a second admin"
+    CONFIRMED = "confirmed", "Confirmed"
+    REJECTED = "rejected", "Rejected"

@@ -3,14 +3,20 @@ the pending records batch by batch, and end with an honest status.
 
     plan (sync/planning.py)  ->  batches (sync/batch.py)  ->  commit per batch (sync/state.py)
 
-Stops and pauses:
-- auth or configuration failure: the run is aborted at once, with no further call; the batch's records
-  not yet written stay pending; an alert is raised;
-- circuit breaker open or throttle wait exhausted: the run waits, then retries the batch (the next call
-  is the breaker's probe), or fails when its time budget is spent;
-- Moodle in maintenance: the run waits for a long backoff and tries again;
-- an operator's pause or cancel: honoured at the next batch boundary, after the batch in flight is
-  committed. Resuming continues with the records still pending.
+How a run ends:
+- succeeded: everything it was asked to do is done;
+- finished with problems: it ran to the end but left work for a person (dead letters, records in error,
+  conflicts, or suspensions the blast-radius guard held back);
+- aborted: the token was refused or the Moodle service lacks a function; no call after that, the batch's
+  unsent records stay pending, an alert is raised, and the run resumes once it is fixed;
+- failed: the source could not be read, the time budget was spent, the lock was lost, or the hub hit an
+  unexpected problem; pending records stay pending for the next run;
+- cancelled or paused: an operator asked, honoured at the next batch boundary;
+- skipped: another run holds the site's lock. A resolution run never skips: it waits for the lock and
+  applies everything approved meanwhile, so no approval is lost to a race.
+
+Waits (breaker open, maintenance, a look-up failing every retry) happen inside the run, which keeps its
+lock and checks for pause, cancel and its time budget while it waits.
 """
 
 from __future__ import annotations
@@ -25,14 +31,18 @@ import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from monitoring.alerts import raise_alert, resolve_alert
+from monitoring.kinds import AlertKind, auth_key, blast_radius_key, config_key
 from monitoring.models import CallLog
 
-from .batch import BatchProcessor, Interrupted
+from .apply_resolutions import apply_approved
+from .batch import BatchProcessor, Interrupted, Result
 from .choices import (
     DeadLetterStatus,
+    DiscrepancyStatus,
     ResolutionStatus,
     RunControl,
     RunKind,
@@ -41,16 +51,17 @@ from .choices import (
     SyncStatus,
 )
 from .connect import NoActiveToken, client_for, shared_redis
+from .dispatch import send_run
 from .locks import LockLost, RunLock
 from .mapping import Mapping
-from .models import MoodleSite, RunEvent, SyncRecord, SyncRun
+from .models import Discrepancy, MoodleSite, Resolution, RunEvent, SyncRecord, SyncRun
 from .moodle import errors
 from .moodle.client import MoodleClient, Preflight
 from .moodle.errors import MoodleError
 from .planning import Planner
 from .reconcile import Reconciler
-from .resolutions import apply_approved
 from .sources import open_source
+from .sources.base import SourceConfigError, SourceError
 from .state import commit_batch, tally
 
 logger = logging.getLogger(__name__)
@@ -63,26 +74,49 @@ SYNC_FUNCTIONS = (
     "core_user_create_users",
     "core_user_update_users",
 )
+# Kinds that wait for a busy lock instead of being skipped: what they carry was decided by a person.
+WAITS_FOR_LOCK = (RunKind.RESOLUTION,)
 
 
 class RunStopped(Exception):
-    """Ends the run with `status` and `reason`."""
+    """Ends the run with `status` and `reason`; `category` says what stopped it (auth, config)."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: str, reason: str, category: str = "") -> None:
         self.status = status
         self.reason = reason
+        self.category = category
         super().__init__(reason)
 
 
 def release_unfinished_work(run: SyncRun, reason: str) -> None:
-    """A run that ended without doing all it was queued for hands its work back: approved resolutions it
-    did not apply fail with the reason (they can be proposed again), dead letters it did not settle are
-    open again (they can be retried or discarded)."""
-    from .models import DeadLetter, Resolution
-
-    Resolution.objects.filter(run=run, status=ResolutionStatus.APPROVED).update(
-        status=ResolutionStatus.FAILED, outcome=f"not applied: run #{run.pk} ended ({reason or run.status})"
+    """A run that ended without doing all it was queued for hands its work back. Approved resolutions
+    wait for the site's next resolution run (resume this one, or any new approval starts one), unless an
+    operator cancelled the run: then they are not applied, and their discrepancies wait for a decision
+    again. Dead letters it did not settle are open again."""
+    unapplied = Resolution.objects.filter(
+        run=run, status__in=[ResolutionStatus.APPROVED, ResolutionStatus.APPLYING]
     )
+    ids = list(unapplied.values_list("pk", flat=True))
+    if ids and run.status == RunStatus.CANCELLED:
+        unapplied.update(
+            status=ResolutionStatus.FAILED,
+            outcome=f"not applied: run #{run.pk} was cancelled ({reason}); approve it again to apply it",
+        )
+        Discrepancy.objects.filter(resolutions__pk__in=ids, status__in=DiscrepancyStatus.in_flight()).update(
+            status=DiscrepancyStatus.OPEN
+        )
+    elif ids:
+        unapplied.update(
+            status=ResolutionStatus.APPROVED,
+            outcome=f"waiting: run #{run.pk} stopped before applying it ({reason}); it is applied by the "
+            "site's next resolution run",
+        )
+        Discrepancy.objects.filter(resolutions__pk__in=ids, status__in=DiscrepancyStatus.in_flight()).update(
+            status=DiscrepancyStatus.APPROVED
+        )
+    SyncRun.objects.filter(pk=run.pk, kind=RunKind.RESOLUTION).update(progress_total=F("progress_done"))
+    from .models import DeadLetter
+
     DeadLetter.objects.filter(retry_run=run, status=DeadLetterStatus.RETRYING).update(
         status=DeadLetterStatus.OPEN
     )
@@ -105,17 +139,19 @@ def queue_run(
 
 def execute(
     run_id: int, *, transport: httpx.BaseTransport | None = None, sleep: Callable = time.sleep
-) -> SyncRun:
-    """Execute a queued or paused run. Does nothing for a run that ended or that another worker runs: a
-    redelivered task is harmless."""
-    run = SyncRun.objects.select_related("site").get(pk=run_id)
-    if not run.start():
+) -> SyncRun | None:
+    """Execute a queued run. Does nothing for a run that ended, that another worker runs, or that no
+    longer exists: a redelivered task is harmless."""
+    run = SyncRun.objects.select_related("site").filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.QUEUED:
         return run
     return RunExecutor(run, transport=transport, sleep=sleep).execute()
 
 
 class RunExecutor:
-    """Carries one run through its phases. Separate from `execute` so tests can drive the phases."""
+    """Carries one run through its phases. The phases that ride on a run (reconciliation, applying
+    resolutions) use its public methods: check_control, wait, handle_interruption, patiently, event,
+    run_batch, work, count_calls and source_and_mapping."""
 
     def __init__(self, run: SyncRun, *, transport=None, sleep: Callable = time.sleep) -> None:
         self.run = run
@@ -128,50 +164,102 @@ class RunExecutor:
     # -- the whole run -----------------------------------------------------------------------------
 
     def execute(self) -> SyncRun:
+        # The lock first, then the claim: a run is never seen running without holding its site's lock.
         self.lock = RunLock(shared_redis(), self.site.slug, self.run.pk, ttl_s=settings.RUN_LOCK_TTL_S)
         if not self.lock.acquire():
-            holder = self.lock.holder()
-            reason = f"run #{holder} holds the lock of site {self.site.slug}"
-            self.run.finish(RunStatus.SKIPPED, reason)
-            self.event(f"Skipped: run #{holder} is already working on this site.", RunEvent.Level.WARNING)
-            release_unfinished_work(self.run, reason)
+            self._lock_busy(self.lock.holder())
+            return self.run
+        if not self.run.start():
+            self.lock.release()  # another worker had it, or it ended meanwhile
             return self.run
         try:
-            self._reap_orphans()
-            self.event("Started" + (" (dry run: nothing is written to Moodle)" if self.run.dry_run else ""))
-            with self._client() as client:
-                check = self._preflight(client)
-                if self.run.dry_run:
-                    self._dry_run(client)
-                elif self.run.kind == RunKind.RECONCILE:
-                    Reconciler(self, client, check.userid).reconcile()
-                elif self.run.kind == RunKind.RESOLUTION:
-                    apply_approved(self, client)
-                else:
-                    if self.run.planned_at is None:
-                        self._plan()
-                    self._work(client)
+            self._run_phases()
             self._finish(RunStatus.SUCCEEDED, "")
         except RunStopped as stop:
-            self._finish(stop.status, stop.reason)
+            self._finish(stop.status, stop.reason, stop.category)
         except LockLost as exc:
             self._finish(RunStatus.FAILED, f"{exc}; its last batch was not committed")
         except SoftTimeLimitExceeded:
             self._finish(
                 RunStatus.FAILED, "the worker's time limit was reached; pending records stay pending"
             )
-        except Exception as exc:
+        except (SourceError, SourceConfigError) as exc:
+            self._finish(RunStatus.FAILED, f"the source could not be read: {exc}")
+        except Exception:
             logger.exception("run %s failed", self.run.pk)
-            self._finish(RunStatus.FAILED, f"unexpected error: {type(exc).__name__}: {exc}")
+            self._finish(
+                RunStatus.FAILED,
+                f"the run stopped on an unexpected problem inside the hub at {timezone.now():%H:%M:%S} UTC "
+                "(the worker's log has the details for a developer); pending records stay pending and the "
+                "next run continues with them",
+            )
         finally:
             self.lock.release()
+            self._kick_waiting_runs()
         return self.run
+
+    def _lock_busy(self, holder: int | None) -> None:
+        """Another run works on the site. A resolution run waits for it; a sync is skipped (the next
+        schedule comes soon). If the holder is this very run, a duplicate task found it: nothing to do."""
+        if holder == self.run.pk:
+            return
+        if self.run.kind in WAITS_FOR_LOCK:
+            self._wait_for_lock(holder)
+            return
+        reason = f"run #{holder} holds the lock of site {self.site.slug}"
+        skipped = SyncRun.objects.filter(pk=self.run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.SKIPPED, finished_at=timezone.now(), abort_reason=reason
+        )
+        self.run.refresh_from_db()
+        if skipped:
+            self.event(f"Skipped: run #{holder} is already working on this site.", RunEvent.Level.WARNING)
+            release_unfinished_work(self.run, reason)
+
+    def _run_phases(self) -> None:
+        self._reap_orphans()
+        self.event("Started" + (" (dry run: nothing is written to Moodle)" if self.run.dry_run else ""))
+        with self._client() as client:
+            check = self._preflight(client)
+            if self.run.dry_run:
+                self._dry_run(client)
+            elif self.run.kind == RunKind.RECONCILE:
+                Reconciler(self, client, check.userid).reconcile()
+            elif self.run.kind == RunKind.RESOLUTION:
+                apply_approved(self, client)
+            else:
+                if self.run.planned_at is None:
+                    self._plan()
+                self.work(client)
+
+    def _wait_for_lock(self, holder: int | None) -> None:
+        """Stay queued and try again later (or as soon as the holder releases the lock)."""
+        waiting = f"waiting for run #{holder} to finish on this site; it starts right after"
+        first = not self.run.abort_reason.startswith("waiting for run")
+        SyncRun.objects.filter(pk=self.run.pk, status=RunStatus.QUEUED).update(abort_reason=waiting)
+        self.run.refresh_from_db()
+        if first:
+            self.event(f"Waiting: run #{holder} holds the site's lock.")
+        send_run(self.run.pk, countdown=settings.LOCK_WAIT_RETRY_S)
+
+    def _kick_waiting_runs(self) -> None:
+        """Runs that wait for this site's lock start now rather than at their next retry."""
+        try:
+            waiting = SyncRun.objects.filter(
+                site=self.site, status=RunStatus.QUEUED, kind__in=WAITS_FOR_LOCK
+            ).values_list("pk", flat=True)
+            for run_id in waiting:
+                send_run(run_id)
+        except Exception:
+            # Their retry is already scheduled; a broker blip only delays them.
+            logger.exception("could not wake the runs waiting for site %s", self.site.slug)
 
     def _client(self) -> MoodleClient:
         try:
             return client_for(self.site, run=self.run, transport=self.transport, sleep=self.sleep)
         except NoActiveToken as exc:
-            raise RunStopped(RunStatus.ABORTED, f"{exc}: add or promote a token on the site page") from None
+            raise RunStopped(
+                RunStatus.ABORTED, f"{exc}: add or promote a token on the site's token page", errors.AUTH
+            ) from None
 
     def _reap_orphans(self) -> None:
         """Runs of this site still marked running lost their worker: this run holds the lock now."""
@@ -182,28 +270,151 @@ class RunExecutor:
                 f"its worker stopped without finishing (the site's lock expired); run #{self.run.pk} "
                 "continues with the records it left pending",
             )
+            release_unfinished_work(orphan, orphan.abort_reason)
 
-    def _finish(self, status: str, reason: str) -> None:
-        calls = CallLog.objects.filter(run=self.run).count()
-        SyncRun.objects.filter(pk=self.run.pk).update(calls=calls)
+    def _finish(self, status: str, reason: str, category: str = "") -> None:
+        self.count_calls()
         self.run.refresh_from_db()
+        if status == RunStatus.SUCCEEDED and not self.run.dry_run and self.run.left_behind():
+            status = RunStatus.PROBLEMS
+            reason = f"it left {self.run.left_behind_text()} for a person; the counters link to them"
+        SyncRun.objects.filter(pk=self.run.pk).update(stop_category=category)
+        self.run.stop_category = category
         self.run.finish(status, reason)
-        level = (
-            RunEvent.Level.INFO if status in (RunStatus.SUCCEEDED, RunStatus.PAUSED) else RunEvent.Level.ERROR
-        )
-        self.event(f"{self.run.get_status_display()}" + (f": {reason}" if reason else ""), level)
-        if status == RunStatus.SUCCEEDED and not self.run.dry_run:
-            resolve_alert(f"auth:{self.site.slug}")
-            resolve_alert(f"config:{self.site.slug}")
+        level = {
+            RunStatus.SUCCEEDED: RunEvent.Level.INFO,
+            RunStatus.PAUSED: RunEvent.Level.INFO,
+            RunStatus.CANCELLED: RunEvent.Level.INFO,
+            RunStatus.PROBLEMS: RunEvent.Level.WARNING,
+        }.get(status, RunEvent.Level.ERROR)
+        link, label = "", ""
+        if category == errors.AUTH:
+            link, label = reverse("site_tokens", args=[self.site.slug]), "Open the token page"
+        self.event(f"{self.run.get_status_display()}" + (f": {reason}" if reason else ""), level, link, label)
+        if status in (RunStatus.SUCCEEDED, RunStatus.PROBLEMS) and not self.run.dry_run:
+            resolve_alert(auth_key(self.site.slug))
+            resolve_alert(config_key(self.site.slug))
         release_unfinished_work(self.run, reason)
 
-    def event(self, message: str, level: str = RunEvent.Level.INFO) -> None:
-        RunEvent.objects.create(run=self.run, level=level, message=message)
+    # -- the seam the phases use -------------------------------------------------------------------
+
+    def event(
+        self, message: str, level: str = RunEvent.Level.INFO, link: str = "", link_label: str = ""
+    ) -> None:
+        RunEvent.objects.create(run=self.run, level=level, message=message, link=link, link_label=link_label)
+
+    def count_calls(self) -> None:
+        SyncRun.objects.filter(pk=self.run.pk).update(calls=CallLog.objects.filter(run=self.run).count())
+
+    def source_and_mapping(self):
+        source_config = self.site.source
+        config = dict(source_config.config)
+        if self.run.source_file:
+            config["path"] = self.run.source_file
+        return open_source({"kind": source_config.kind, **config}), Mapping.from_config(source_config.mapping)
+
+    def work(self, client: MoodleClient) -> None:
+        """Send the site's pending records, batch by batch, until none is left."""
+        mapping = Mapping.from_config(self.site.source.mapping)
+        processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth)
+        while True:
+            self.check_control()
+            batch = list(
+                SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).order_by("pk")[
+                    : self.site.batch_size
+                ]
+            )
+            if not batch:
+                return
+            self.run_batch(processor, batch)
+
+    def run_batch(self, processor: BatchProcessor, batch: list[SyncRecord]) -> dict[str, Result]:
+        """One batch through Moodle and committed, waiting out interruptions; the results by external id."""
+        done: dict[str, Result] = {}
+        while True:
+            try:
+                results = processor.process(batch)
+            except Interrupted as stop:
+                commit_batch(self.run, batch, stop.results, self.lock)
+                done.update(stop.results)
+                batch = [r for r in batch if r.external_id not in stop.results]
+                self.handle_interruption(stop.cause)
+                continue  # waited: try what is left of the batch
+            commit_batch(self.run, batch, results, self.lock)
+            done.update(results)
+            return done
+
+    def handle_interruption(self, cause: Exception) -> None:
+        """Wait out what passes (breaker, maintenance, a failing look-up, a busy throttle); stop the run
+        for what does not (auth, configuration); re-raise anything else."""
+        if isinstance(cause, MoodleError) and cause.category == errors.AUTH:
+            self._stop_for_auth(str(cause), cause)
+        if isinstance(cause, MoodleError) and cause.category == errors.CONFIG:
+            raise self._config_failure(str(cause))
+        if isinstance(cause, MoodleError) and cause.category == errors.MAINTENANCE:
+            self.wait(
+                settings.MAINTENANCE_BACKOFF_S,
+                f"Moodle is in maintenance mode ({cause.errorcode or 'HTTP 503'})",
+            )
+            return
+        if isinstance(cause, errors.BreakerOpen):
+            delay = max(1.0, (cause.next_probe_at or time.time() + 5) - time.time())
+            self.wait(delay, f"Moodle's circuit breaker is open: {cause.reason}")
+            return
+        if isinstance(cause, MoodleError) and cause.category == errors.TRANSIENT:
+            # A look-up that failed after its retries (writes become dead letters instead): back off and try
+            # the batch again; if Moodle keeps failing, the breaker opens and the waits grow.
+            self.wait(settings.TRANSIENT_BACKOFF_S, f"Moodle kept failing a look-up: {cause.summary()}")
+            return
+        if isinstance(cause, errors.ThrottleTimeout):
+            self.wait(5, "the site's call budget is in use by other runs")
+            return
+        raise cause  # a client fault outside a write: a bug or a misconfiguration, not data
+
+    def patiently(self, call: Callable):
+        """A read-only call (pre-flight, dry-run look-ups) that waits out the breaker and maintenance."""
+        while True:
+            try:
+                return call()
+            except Interrupted as stop:
+                self.handle_interruption(stop.cause)
+            except (MoodleError, errors.BreakerOpen, errors.ThrottleTimeout) as cause:
+                self.handle_interruption(cause)
+
+    def check_control(self) -> None:
+        """Honour an operator's pause or cancel, and the time budget, at a batch boundary."""
+        self.run.refresh_from_db(fields=["control", "started_by"])
+        if self.run.control == RunControl.PAUSE:
+            SyncRun.objects.filter(pk=self.run.pk).update(control="")
+            raise RunStopped(
+                RunStatus.PAUSED, "paused by an operator; resume continues with the pending records"
+            )
+        if self.run.control == RunControl.CANCEL:
+            SyncRun.objects.filter(pk=self.run.pk).update(control="")
+            raise RunStopped(RunStatus.CANCELLED, "cancelled by an operator; unsent records stay pending")
+        if time.monotonic() > self.deadline:
+            raise RunStopped(
+                RunStatus.FAILED,
+                f"its time budget ({self.site.run_time_budget}) was spent; unsent records stay pending",
+            )
+
+    def wait(self, seconds: float, why: str) -> None:
+        """Wait inside the run (it keeps its lock), checking for pause, cancel and the time budget."""
+        until = timezone.now() + timedelta(seconds=seconds)
+        SyncRun.objects.filter(pk=self.run.pk).update(
+            abort_reason=f"waiting until {until:%H:%M:%S} UTC: {why}"
+        )
+        self.event(f"Waiting {seconds:.0f} s: {why}", RunEvent.Level.WARNING)
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check_control()
+            self.sleep(min(left, 2.0))
+        SyncRun.objects.filter(pk=self.run.pk).update(abort_reason="")
 
     # -- phases -----------------------------------------------------------------------------------
 
     def _preflight(self, client: MoodleClient) -> Preflight:
-        check = self._patiently(lambda: client.preflight(SYNC_FUNCTIONS))
+        check = self.patiently(lambda: client.preflight(SYNC_FUNCTIONS))
         if check.ok:
             return check
         problems = "; ".join(check.problems) or "the pre-flight check failed"
@@ -213,19 +424,12 @@ class RunExecutor:
             raise RunStopped(RunStatus.FAILED, f"pre-flight failed: {problems}")
         raise self._config_failure(problems)  # missing functions, or look-ups that would be blind
 
-    def _source_and_mapping(self):
-        source_config = self.site.source
-        config = dict(source_config.config)
-        if self.run.source_file:
-            config["path"] = self.run.source_file
-        return open_source({"kind": source_config.kind, **config}), Mapping.from_config(source_config.mapping)
-
     def _plan(self) -> None:
-        source, mapping = self._source_and_mapping()
+        source, mapping = self.source_and_mapping()
         bootstrap = self.run.kind == RunKind.BOOTSTRAP
         planner = Planner(self.run, mapping, bootstrap=bootstrap)
         for _ in planner.stage(source.records()):
-            self._check_control()
+            self.check_control()
         planner.stage_removals(self.site.source.removed_policy)
         counts = planner.counts
         total = SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).count()
@@ -235,18 +439,21 @@ class RunExecutor:
             unchanged=counts.unchanged,
             skipped=counts.skipped,
             errors=F("errors") + counts.invalid,
+            blocked=counts.removal_blocked,
             progress_total=total,
             planned_at=timezone.now(),
         )
         self.event(
             f"Read {counts.seen} source records: {counts.changed} new or changed, "
             f"{counts.unchanged} unchanged, "
-            f"{counts.invalid} invalid, {counts.removed} left the source; {total} to send."
+            f"{counts.invalid} invalid, {counts.removed} to suspend as they left the source"
+            + (f" ({counts.removal_blocked} more held back by the guard)" if counts.removal_blocked else "")
+            + f"; {total} to send."
         )
         if counts.removal_blocked:
             raise_alert(
-                f"blast_radius:{self.site.slug}",
-                kind="blast_radius",
+                blast_radius_key(self.site.slug),
+                kind=AlertKind.BLAST_RADIUS,
                 site=self.site,
                 run=self.run,
                 title=f"{self.site.name}: {counts.removal_blocked} people left the source; "
@@ -254,59 +461,8 @@ class RunExecutor:
                 detail=counts.examples["removal_blocked"][0],
             )
 
-    def _work(self, client: MoodleClient) -> None:
-        mapping = Mapping.from_config(self.site.source.mapping)
-        processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth)
-        while True:
-            self._check_control()
-            batch = list(
-                SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).order_by("pk")[
-                    : self.site.batch_size
-                ]
-            )
-            if not batch:
-                return
-            self._run_batch(processor, batch)
-
-    def _run_batch(self, processor: BatchProcessor, batch: list[SyncRecord]) -> None:
-        while True:
-            try:
-                results = processor.process(batch)
-            except Interrupted as stop:
-                commit_batch(self.run, batch, stop.results, self.lock)
-                batch = [r for r in batch if r.external_id not in stop.results]
-                self._handle_interruption(stop.cause, batch)
-                continue  # waited: try what is left of the batch
-            commit_batch(self.run, batch, results, self.lock)
-            return
-
-    def _handle_interruption(self, cause: Exception, left: list[SyncRecord]) -> None:
-        if isinstance(cause, MoodleError) and cause.category == errors.AUTH:
-            self._stop_for_auth(str(cause), cause)
-        if isinstance(cause, MoodleError) and cause.category == errors.CONFIG:
-            raise self._config_failure(str(cause))
-        if isinstance(cause, MoodleError) and cause.category == errors.MAINTENANCE:
-            self._wait(
-                settings.MAINTENANCE_BACKOFF_S,
-                f"Moodle is in maintenance mode ({cause.errorcode or 'HTTP 503'})",
-            )
-            return
-        if isinstance(cause, errors.BreakerOpen):
-            delay = max(1.0, (cause.next_probe_at or time.time() + 5) - time.time())
-            self._wait(delay, f"Moodle's circuit breaker is open: {cause.reason}")
-            return
-        if isinstance(cause, MoodleError) and cause.category == errors.TRANSIENT:
-            # A look-up that failed after its retries (writes become dead letters instead): back off and try
-            # the batch again; if Moodle keeps failing, the breaker opens and the waits grow.
-            self._wait(settings.TRANSIENT_BACKOFF_S, f"Moodle kept failing a look-up: {cause}")
-            return
-        if isinstance(cause, errors.ThrottleTimeout):
-            self._wait(5, "the site's call budget is in use by other runs")
-            return
-        raise cause  # a client fault outside a write: a bug or a misconfiguration, not data
-
     def _dry_run(self, client: MoodleClient) -> None:
-        source, mapping = self._source_and_mapping()
+        source, mapping = self.source_and_mapping()
         planner = Planner(self.run, mapping, bootstrap=self.run.kind == RunKind.BOOTSTRAP, persist=False)
         processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth, dry_run=True)
         totals: Counter = Counter()
@@ -315,7 +471,7 @@ class RunExecutor:
         def classify(records: list[SyncRecord]) -> None:
             for start in range(0, len(records), self.site.batch_size):
                 batch = records[start : start + self.site.batch_size]
-                results = self._patiently(lambda b=batch: processor.process(b))
+                results = self.patiently(lambda b=batch: processor.process(b))
                 totals.update(tally(results))
                 for external_id, result in results.items():
                     key = result.action if result.status == SyncStatus.OK else result.status
@@ -324,7 +480,7 @@ class RunExecutor:
                         bucket.append(f"{external_id}: {result.message or result.action}")
 
         for chunk in planner.stage(source.records()):
-            self._check_control()
+            self.check_control()
             classify(chunk)
         classify(planner.stage_removals(self.site.source.removed_policy))
         counts = planner.counts
@@ -357,46 +513,7 @@ class RunExecutor:
         per_second = min(self.site.calls_per_minute / 60, 1000 / max(self.site.min_spacing_ms, 1))
         return {"calls": calls, "minutes": round(calls / per_second / 60, 1)}
 
-    # -- stops and waits --------------------------------------------------------------------------
-
-    def _check_control(self) -> None:
-        self.run.refresh_from_db(fields=["control", "started_by"])
-        if self.run.control == RunControl.PAUSE:
-            SyncRun.objects.filter(pk=self.run.pk).update(control="")
-            raise RunStopped(
-                RunStatus.PAUSED, "paused by an operator; resume continues with the pending records"
-            )
-        if self.run.control == RunControl.CANCEL:
-            SyncRun.objects.filter(pk=self.run.pk).update(control="")
-            raise RunStopped(RunStatus.ABORTED, "cancelled by an operator; unsent records stay pending")
-        if time.monotonic() > self.deadline:
-            raise RunStopped(
-                RunStatus.FAILED,
-                f"its time budget ({self.site.run_time_budget}) was spent; unsent records stay pending",
-            )
-
-    def _wait(self, seconds: float, why: str) -> None:
-        """Wait inside the run (it keeps its lock), checking for pause, cancel and the time budget."""
-        until = timezone.now() + timedelta(seconds=seconds)
-        SyncRun.objects.filter(pk=self.run.pk).update(
-            abort_reason=f"waiting until {until:%H:%M:%S} UTC: {why}"
-        )
-        self.event(f"Waiting {seconds:.0f} s: {why}", RunEvent.Level.WARNING)
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self._check_control()
-            self.sleep(min(left, 2.0))
-        SyncRun.objects.filter(pk=self.run.pk).update(abort_reason="")
-
-    def _patiently(self, call: Callable):
-        """A read-only call (pre-flight, dry-run look-ups) that waits out the breaker and maintenance."""
-        while True:
-            try:
-                return call()
-            except Interrupted as stop:
-                self._handle_interruption(stop.cause, [])
-            except (MoodleError, errors.BreakerOpen, errors.ThrottleTimeout) as cause:
-                self._handle_interruption(cause, [])
+    # -- stops ------------------------------------------------------------------------------------
 
     def _stop_for_auth(self, problem: str, error: MoodleError | None) -> None:
         self.run.refresh_from_db()
@@ -407,26 +524,30 @@ class RunExecutor:
         done = (
             f"Run #{self.run.pk} stopped after {self.run.progress_done} of {self.run.progress_total} people; "
         )
-        reason = f"Moodle rejected the token {masked}{code}: {problem}"
+        reason = (
+            f"Moodle rejected the token {masked}{code}: {problem} "
+            f"{pending:,} record{'s are' if pending != 1 else ' is'} pending and will be sent when the run "
+            "resumes."
+        )
         raise_alert(
-            f"auth:{self.site.slug}",
-            kind="auth_failure",
+            auth_key(self.site.slug),
+            kind=AlertKind.AUTH_FAILURE,
             site=self.site,
             run=self.run,
-            title=f"{self.site.name}: Moodle rejected the token {masked} at {timezone.now():%H:%M} UTC{code}",
+            title=f"{self.site.name}: Moodle rejected the token {masked}{code}",
             detail=done
             + f"{pending} are pending and will be sent on the next run. Check the token (expired, IP "
             "restriction, service functions, user suspended or missing a capability), then resume.",
         )
-        raise RunStopped(RunStatus.ABORTED, reason)
+        raise RunStopped(RunStatus.ABORTED, reason, errors.AUTH)
 
     def _config_failure(self, problem: str) -> RunStopped:
         raise_alert(
-            f"config:{self.site.slug}",
-            kind="config",
+            config_key(self.site.slug),
+            kind=AlertKind.CONFIG,
             site=self.site,
             run=self.run,
             title=f"{self.site.name}: the Moodle service is not set up for the hub",
             detail=f"{problem}. Add the missing functions to the external service in Moodle, then resume.",
         )
-        return RunStopped(RunStatus.ABORTED, problem)
+        return RunStopped(RunStatus.ABORTED, problem, errors.CONFIG)

@@ -321,8 +321,16 @@ WAITING = "waiting"  # a status filter value: open or blocked, i.e. everything a
 ANY_STATUS = "all"
 
 
+SAFE, DESTRUCTIVE = "safe", "destructive"
+EFFECTS = [
+    (DESTRUCTIVE, "Takes access away (suspend, re-link)"),
+    (SAFE, "Towards the source (update, create, unsuspend)"),
+]
+
+
 class DiscrepancyFilterForm(FilterForm):
     kind = forms.ChoiceField(choices=_with_any(DiscrepancyKind.choices), required=False)
+    effect = forms.ChoiceField(choices=_with_any(EFFECTS), required=False, label="Effect")
     status = forms.ChoiceField(
         choices=[(WAITING, "Waiting for a decision"), *DiscrepancyStatus.choices, (ANY_STATUS, "Any status")],
         required=False,
@@ -345,6 +353,9 @@ class DiscrepancyFilterForm(FilterForm):
             discrepancies = discrepancies.filter(status=self.chosen_status)
         if run := self.value("run"):
             discrepancies = discrepancies.filter(run_id=run)
+        if effect := self.value("effect"):
+            destructive = Q(proposed_action__in=ResolutionAction.destructive())
+            discrepancies = discrepancies.filter(destructive if effect == DESTRUCTIVE else ~destructive)
         if by_kind_and_site:
             if kind := self.value("kind"):
                 discrepancies = discrepancies.filter(kind=kind)
@@ -361,6 +372,10 @@ class DiscrepancyFilterForm(FilterForm):
             words.append("waiting for a decision")
         elif status != ANY_STATUS:
             words.append(f"with status “{DiscrepancyStatus(status).label.lower()}”")
+        if effect := self.value("effect"):
+            words.append(
+                "that take access away" if effect == DESTRUCTIVE else "that bring Moodle towards the source"
+            )
         site = self.value("site")
         words.append(f"on {site.name}" if site else "on every site")
         if run := self.value("run"):
@@ -430,6 +445,23 @@ class CommentForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         max_length=4000,
         help_text="Seen by everyone who looks at this, e.g. “HR confirms the new department”.",
+    )
+
+
+class OverrideForm(forms.Form):
+    """Going past the blast-radius limit: the number of users typed out, and why."""
+
+    typed_count = forms.IntegerField(
+        min_value=1,
+        label="Type the number of users to confirm",
+        help_text="Exactly the number shown above: the hub refuses any other.",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        label="Why go past the limit?",
+        help_text="Kept with the override, in the audit trail and in the alert, e.g. “HR confirms 2,038 "
+        "leavers at the end of the school year”.",
     )
 
 

@@ -17,6 +17,7 @@ from .choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
+    OverrideStatus,
     PendingAction,
     RemovedPolicy,
     ResolutionAction,
@@ -139,6 +140,11 @@ class ServiceToken(models.Model):
     revoke_pending = models.BooleanField(
         default=False, help_text="Demoted by a rotation: revoke it in Moodle, then confirm here."
     )
+    # Set by the audit hook when Moodle refuses a call made with this token (probe, pre-flight, run or
+    # verification) and cleared by the next call it accepts: what the pages call "refused by Moodle".
+    refused_at = models.DateTimeField(null=True, blank=True)
+    refused_code = models.CharField(max_length=100, blank=True)
+    refused_function = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["site", "-created_at"]
@@ -174,6 +180,20 @@ class ServiceToken(models.Model):
         if self.valid_until is None:
             return None
         return (self.valid_until - (now or timezone.now())).days
+
+    @property
+    def refused(self) -> bool:
+        return self.refused_at is not None
+
+    @property
+    def promotable(self) -> bool:
+        """A verified standby Moodle has not refused since: the only kind a person may make active."""
+        return (
+            self.status == TokenStatus.STANDBY
+            and self.last_verified_at is not None
+            and not self.verify_error
+            and not self.refused
+        )
 
 
 class SyncRecord(models.Model):
@@ -257,10 +277,16 @@ class SyncRun(models.Model):
     conflicts = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     dead_lettered = models.PositiveIntegerField(default=0)
+    blocked = models.PositiveIntegerField(
+        default=0, help_text="Suspensions the blast-radius guard held back for an admin's decision."
+    )
     calls = models.PositiveIntegerField(default=0, help_text="Moodle calls made, retries included.")
     progress_total = models.PositiveIntegerField(default=0)
     progress_done = models.PositiveIntegerField(default=0)
     abort_reason = models.TextField(blank=True, help_text="Why the run stopped, paused or was skipped.")
+    stop_category = models.CharField(
+        max_length=20, blank=True, help_text="What stopped it: auth or config (an aborted run), else empty."
+    )
     dry_run = models.BooleanField(default=False, help_text="Plan only: nothing is written to Moodle.")
     control = models.CharField(max_length=10, choices=RunControl.choices, blank=True, default="")
     planned_at = models.DateTimeField(null=True, blank=True, help_text="When the source had been read.")
@@ -270,11 +296,21 @@ class SyncRun(models.Model):
     source_file = models.CharField(
         max_length=500, blank=True, help_text="An uploaded CSV read instead of the source's path."
     )
+    upload_name = models.CharField(
+        max_length=255, blank=True, help_text="The uploaded file's own name, as the operator chose it."
+    )
 
     COUNTERS = (
         "seen", "changed", "created", "updated", "suspended", "unchanged", "skipped",
-        "conflicts", "errors", "dead_lettered", "calls",
+        "conflicts", "errors", "dead_lettered", "blocked", "calls",
     )  # fmt: skip
+    # What a run leaves for a person; any of these turns a finished run into "finished with problems".
+    LEFT_BEHIND = {
+        "dead_lettered": ("dead letter", "dead letters"),
+        "errors": ("record in error", "records in error"),
+        "conflicts": ("conflict", "conflicts"),
+        "blocked": ("suspension held back by the guard", "suspensions held back by the guard"),
+    }
 
     class Meta:
         ordering = ["-created_at"]
@@ -299,6 +335,21 @@ class SyncRun(models.Model):
             return 100 if self.status == RunStatus.SUCCEEDED else 0
         return min(100, round(100 * self.progress_done / self.progress_total))
 
+    def left_behind(self) -> dict[str, int]:
+        """The work this run left for a person, by counter (only the non-zero ones). A dead letter is also
+        counted as an error on the run; here it is named once."""
+        values = {name: getattr(self, name) for name in self.LEFT_BEHIND}
+        values["errors"] = max(0, values["errors"] - values["dead_lettered"])
+        return {name: n for name, n in values.items() if n}
+
+    def left_behind_text(self) -> str:
+        """'120 dead letters, 3 records in error': what this run left for a person, in words."""
+        parts = []
+        for name, count in self.left_behind().items():
+            one, many = self.LEFT_BEHIND[name]
+            parts.append(f"{count:,} {one if count == 1 else many}")
+        return ", ".join(parts)
+
     @property
     def duration(self) -> timedelta | None:
         if self.started_at is None:
@@ -306,14 +357,14 @@ class SyncRun(models.Model):
         return (self.finished_at or timezone.now()) - self.started_at
 
     def start(self) -> bool:
-        """Claim a queued (or paused) run for work. False when another worker already has it or it ended:
-        the conditional update is what makes a redelivered task harmless."""
+        """Claim a queued run for work (a paused one is queued again by its resume). False when another
+        worker already has it or it ended: the conditional update makes a redelivered task harmless."""
         now = timezone.now()
-        claimed = SyncRun.objects.filter(pk=self.pk, status__in=[RunStatus.QUEUED, RunStatus.PAUSED]).update(
-            status=RunStatus.RUNNING, started_at=models.functions.Coalesce("started_at", now)
+        claimed = SyncRun.objects.filter(pk=self.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=models.functions.Coalesce("started_at", now), abort_reason=""
         )
         if claimed:
-            self.refresh_from_db(fields=["status", "started_at"])
+            self.refresh_from_db(fields=["status", "started_at", "abort_reason"])
         return bool(claimed)
 
     def finish(self, status: str, reason: str = "") -> None:
@@ -358,6 +409,8 @@ class RunEvent(models.Model):
     at = models.DateTimeField(default=timezone.now)
     level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
     message = models.TextField()
+    link = models.CharField(max_length=500, blank=True, help_text="Where to act on it, e.g. the decision.")
+    link_label = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["at", "pk"]
@@ -527,6 +580,14 @@ class Resolution(models.Model):
     run = models.ForeignKey(
         SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="resolutions"
     )
+    override = models.ForeignKey(
+        "GuardOverride",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="resolutions",
+        help_text="The blast-radius override this destructive change was approved under, if any.",
+    )
     outcome = models.TextField(blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
 
@@ -537,6 +598,36 @@ class Resolution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.get_status_display()})"
+
+
+class GuardOverride(models.Model):
+    """An admin's explicit decision to go past the site's blast-radius limit: the number of users typed
+    out, the reason, and (with four-eyes on) a second admin's confirmation. The approvals it covers point
+    at it; the task that applies them checks it again before the first call."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="guard_overrides")
+    action = models.CharField(max_length=12, choices=ResolutionAction.choices)
+    count = models.PositiveIntegerField(help_text="Users affected, as the admin typed it.")
+    linked_users = models.PositiveIntegerField(help_text="Users the hub had linked on the site then.")
+    limit = models.PositiveIntegerField(help_text="The site's blast-radius limit then.")
+    reason = models.TextField()
+    status = models.CharField(max_length=10, choices=OverrideStatus.choices, default=OverrideStatus.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, help_text="Why the second admin rejected it.")
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["site", "status", "-requested_at"], name="override_site_status")]
+
+    def __str__(self) -> str:
+        return f"Override #{self.pk}: {self.get_action_display().lower()} {self.count} on {self.site_id}"
 
 
 class Comment(models.Model):

@@ -14,12 +14,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from django.db import transaction
+from django.urls import reverse
 
-from .choices import ErrorCategory, PendingAction, RemovedPolicy, SyncStatus
+from . import guard
+from .choices import (
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    ErrorCategory,
+    PendingAction,
+    RemovedPolicy,
+    ResolutionAction,
+    SyncStatus,
+)
 from .mapping import MappedRecord, Mapping, RecordProblem
-from .models import MoodleSite, RunEvent, SyncRecord, SyncRun
+from .models import Discrepancy, MoodleSite, RunEvent, SyncRecord, SyncRun
 from .sources.base import SourceRecord
 
 CHUNK = 1000
@@ -175,7 +186,7 @@ class Planner:
     def stage_removals(self, policy: str) -> list[SyncRecord]:
         """People synced before who are no longer in the source. Suspended only when the policy says so and
         the number stays under the site's blast-radius limit; a source that lost half its rows must not
-        suspend half the site."""
+        suspend half the site. Held-back suspensions wait for an admin as "left the source" discrepancies."""
         if policy != RemovedPolicy.SUSPEND:
             return []
         gone = [
@@ -187,21 +198,14 @@ class Planner:
             .iterator(chunk_size=5000)
             if external_id not in self.seen
         ]
-        if not gone:
+        verdict = guard.measure(self.site, len(gone))
+        if not verdict.allowed:
+            self._hold_back(gone, verdict)
             return []
-        total = SyncRecord.objects.filter(site=self.site, moodle_id__isnull=False).count()
-        limit = self.site.destructive_limit(total)
-        if len(gone) > limit:
-            self.counts.removal_blocked = len(gone)
-            share = 100 * len(gone) / max(total, 1)
-            message = (
-                f"Would suspend {len(gone)} users who left the source ({share:.1f} % of {total}); the "
-                f"limit is {limit}. Nothing was suspended: check the source, or raise the site's limit if "
-                "this is real."
-            )
-            self.counts.example("removal_blocked", message)
-            if self.persist:
-                RunEvent.objects.create(run=self.run, level=RunEvent.Level.ERROR, message=message)
+        if self.persist:
+            # Whoever was held back before is either suspended now or back in the source.
+            waiting_left_source(self.site).update(status=DiscrepancyStatus.SUPERSEDED)
+        if not gone:
             return []
         self.counts.removed = len(gone)
         records = list(SyncRecord.objects.filter(pk__in=gone))
@@ -215,3 +219,56 @@ class Planner:
                 records, ["sync_status", "pending_action", "last_run"], batch_size=500
             )
         return records
+
+    def _hold_back(self, gone: list[int], verdict: guard.BlastRadius) -> None:
+        """Suspend nobody; name the first people and leave one decision per person for an admin."""
+        self.counts.removal_blocked = len(gone)
+        first = SyncRecord.objects.filter(pk__in=gone).order_by("external_id")[:EXAMPLES]
+        who = "; ".join(f"{r.external_id} ({r.display_name or r.username})" for r in first)
+        message = (
+            f"The blast-radius guard held back suspensions: {len(gone):,} people left the source, and "
+            f"suspending them {verdict.sentence()}. Nobody was suspended. First of them: {who}. "
+            "Check the source (a truncated export?); if they really left, an admin approves it."
+        )
+        self.counts.example("removal_blocked", message)
+        if not self.persist:
+            return
+        held = waiting_left_source(self.site)
+        held.exclude(record_id__in=gone).update(status=DiscrepancyStatus.SUPERSEDED)
+        already = set(held.values_list("record_id", flat=True))
+        held.update(run=self.run)
+        new = [
+            Discrepancy(
+                site=self.site,
+                run=self.run,
+                record=record,
+                kind=DiscrepancyKind.LEFT_SOURCE,
+                status=DiscrepancyStatus.BLOCKED,
+                external_id=record.external_id,
+                moodle_user_id=record.moodle_id,
+                summary=f"{record.external_id} ({record.username}) left the source; suspending them was "
+                "held back by the blast-radius guard"[:500],
+                source_values={},
+                moodle_values={"id": record.moodle_id, "username": record.username, "email": record.email},
+                proposed_action=ResolutionAction.SUSPEND,
+                needs_approval=True,
+            )
+            for record in SyncRecord.objects.filter(pk__in=gone).exclude(pk__in=already).iterator(2000)
+        ]
+        Discrepancy.objects.bulk_create(new, batch_size=1000)
+        RunEvent.objects.create(
+            run=self.run,
+            level=RunEvent.Level.ERROR,
+            message=message,
+            link=reverse("discrepancy_list")
+            + "?"
+            + urlencode({"site": self.site.slug, "kind": DiscrepancyKind.LEFT_SOURCE, "run": self.run.pk}),
+            link_label=f"Decide on the {len(gone):,} held-back suspensions",
+        )
+
+
+def waiting_left_source(site: MoodleSite):
+    """The suspensions of people who left the source that the guard held back and nobody decided yet."""
+    return Discrepancy.objects.filter(
+        site=site, kind=DiscrepancyKind.LEFT_SOURCE, status__in=DiscrepancyStatus.waiting()
+    )

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from django.db import transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from monitoring.alerts import raise_alert, resolve_alert
+from monitoring.kinds import AlertKind, blast_radius_key
 
+from . import guard
 from .batch import is_deleted, summary
 from .choices import (
     DiscrepancyKind,
@@ -77,12 +81,12 @@ class Reconciler:
             status=ResolutionStatus.REJECTED, note="superseded by a later reconciliation"
         )
         waiting.update(status=DiscrepancyStatus.SUPERSEDED)
-        source, mapping = self.executor._source_and_mapping()
+        source, mapping = self.executor.source_and_mapping()
         self.mapping = mapping
         known = SyncRecord.objects.filter(site=self.site).count()
         SyncRun.objects.filter(pk=self.run.pk).update(progress_total=known)
         for chunk in chunked(source.records(), self.site.batch_size):
-            self.executor._check_control()
+            self.executor.check_control()
             self._compare_chunk(chunk)
         self._find_orphans()
         self._guard_blast_radius()
@@ -135,7 +139,7 @@ class Reconciler:
     def _lookup(self, field: str, values: list) -> list[dict[str, Any]]:
         if not values:
             return []
-        return self.executor._patiently(lambda: self.client.get_users_by_field(field, values))
+        return self.executor.patiently(lambda: self.client.get_users_by_field(field, values))
 
     def _match_value(self, person: MappedRecord) -> str:
         if self.mapping.match_key == "idnumber":
@@ -295,7 +299,7 @@ class Reconciler:
             slices = [[auth, {"key": "email", "value": f"{c}%"}] for c in EMAIL_SLICES]
         users: list[dict[str, Any]] = []
         for criteria in slices:
-            answer = self.executor._patiently(lambda c=criteria: self.client.get_users(c))
+            answer = self.executor.patiently(lambda c=criteria: self.client.get_users(c))
             users.extend(answer["users"])
         if linked and len(users) < MIN_LISTING_SHARE * linked:
             from .engine import RunStopped  # the engine imports this module
@@ -353,25 +357,35 @@ class Reconciler:
             run=self.run, proposed_action__in=DESTRUCTIVE, status=DiscrepancyStatus.OPEN
         )
         count = destructive.count()
-        total = max(
-            SyncRecord.objects.filter(site=self.site, moodle_id__isnull=False).count(), len(self.seen)
-        )
-        limit = self.site.destructive_limit(total)
-        key = f"blast_radius:{self.site.slug}"
-        if count <= limit:
+        linked = max(guard.linked_users(self.site), len(self.seen))
+        verdict = guard.measure(self.site, count, linked=linked)
+        key = blast_radius_key(self.site.slug)
+        if verdict.allowed:
             resolve_alert(key)
             return
         destructive.update(status=DiscrepancyStatus.BLOCKED)
-        share = 100 * count / max(total, 1)
+        SyncRun.objects.filter(pk=self.run.pk).update(blocked=count)
+        first = destructive.model.objects.filter(run=self.run, status=DiscrepancyStatus.BLOCKED).order_by(
+            "pk"
+        )[:5]
+        who = "; ".join(d.summary for d in first)
         message = (
-            f"Reconciliation would suspend {count} users, {share:.0f} % of the site; the limit is {limit} "
-            f"({self.site.max_removal_percent} % or {self.site.max_removal_count}). Nothing was suspended "
-            "and nothing was proposed: check the source first (a truncated export?)."
+            "The blast-radius guard held back the proposed suspensions: suspending them "
+            f"{verdict.sentence()}. "
+            f"Nothing was suspended. First of them: {who}. Check the source first (a truncated export?); "
+            "if they really left, an admin approves them."
         )
-        self.executor.event(message, RunEvent.Level.ERROR)
+        self.executor.event(
+            message,
+            RunEvent.Level.ERROR,
+            link=reverse("discrepancy_list")
+            + "?"
+            + urlencode({"site": self.site.slug, "run": self.run.pk, "status": DiscrepancyStatus.BLOCKED}),
+            link_label=f"Decide on the {count:,} held-back suspensions",
+        )
         raise_alert(
             key,
-            kind="blast_radius",
+            kind=AlertKind.BLAST_RADIUS,
             site=self.site,
             run=self.run,
             title=f"{self.site.name}: reconciliation stopped short of suspending {count} users",
@@ -392,7 +406,7 @@ class Reconciler:
             return
         pending = SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).count()
         SyncRun.objects.filter(pk=self.run.pk).update(progress_total=F("progress_done") + pending)
-        self.executor._work(self.client)
+        self.executor.work(self.client)
         now = timezone.now()
         resolutions = []
         for discrepancy in automatic.select_related("record"):

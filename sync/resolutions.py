@@ -1,44 +1,64 @@
-"""Resolutions: proposing, approving and applying the changes that need a person's decision.
+"""Resolutions: proposing, approving and rejecting the changes that need a person's decision.
 
 Operators may propose and comment; only holders of `sync.approve_resolution` (the Admins group) approve or
 reject — checked here, so the page and the task that applies are both covered. With the site's four-eyes
-rule on, whoever proposed a resolution cannot approve it. Approving never calls Moodle from the request:
-it queues a run of kind *resolution*, which applies the approved resolutions through the throttled client
-while holding the site's lock, and keeps each resolution's trail (calls made, outcome).
+rule on, whoever proposed a resolution cannot approve it. Destructive changes (suspensions, re-links) are
+approved on their own and within the blast-radius limit (sync.guard), or under an explicit override: the
+number of users typed out, a reason, and with four-eyes a second admin's confirmation.
+
+Approving never calls Moodle from the request: approved resolutions join the site's queued resolution
+run (sync.apply_resolutions applies them while holding the site's lock), so approvals made one after the
+other are all applied, in order, and each keeps its trail (calls, outcome).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Prefetch
 from django.utils import timezone
 
-from .batch import BatchProcessor, Interrupted, mapped
+from monitoring.alerts import raise_alert, resolve_alert
+from monitoring.kinds import AlertKind, guard_override_key
+from monitoring.models import AuditEntry
+
+from . import guard
+from .batch import mapped
 from .choices import (
     ConflictKind,
     ConflictStatus,
-    DiscrepancyKind,
     DiscrepancyStatus,
-    PendingAction,
+    OverrideStatus,
     ResolutionAction,
     ResolutionStatus,
     RunKind,
-    SyncStatus,
+    RunStatus,
 )
-from .mapping import Mapping, payload_for_create
-from .models import Comment, Conflict, Discrepancy, Resolution, RunEvent, SyncRecord, SyncRun
-from .moodle import errors
-from .moodle.errors import MoodleError
-from .state import commit_batch
+from .dispatch import enqueue_run
+from .mapping import payload_for_create
+from .models import (
+    Comment,
+    Conflict,
+    Discrepancy,
+    GuardOverride,
+    MoodleSite,
+    Resolution,
+    RunEvent,
+    SyncRecord,
+    SyncRun,
+)
 
 if TYPE_CHECKING:
-    from .engine import RunExecutor
     from .moodle.client import MoodleClient
 
 APPROVE_PERMISSION = "sync.approve_resolution"
+# Actions that need an admin to pick the Moodle user first: never part of a bulk approval.
+NEEDS_CHOICE = (ResolutionAction.CHOOSE, ResolutionAction.RELINK)
 CONFLICT_ACTIONS = {
     ConflictKind.USERNAME_TAKEN: (ResolutionAction.LINK, ResolutionAction.RENAME, ResolutionAction.IGNORE),
     ConflictKind.EMAIL_TAKEN: (ResolutionAction.LINK, ResolutionAction.IGNORE),
@@ -153,9 +173,7 @@ def propose(
     params = complete_params(action, discrepancy=discrepancy, conflict=conflict, params=params, client=client)
     target = discrepancy or conflict
     if Resolution.objects.filter(
-        discrepancy=discrepancy,
-        conflict=conflict,
-        status__in=[ResolutionStatus.PROPOSED, ResolutionStatus.APPROVED],
+        discrepancy=discrepancy, conflict=conflict, status__in=ResolutionStatus.in_flight()
     ).exists():
         raise ResolutionError("a resolution is already proposed for this; approve or reject it first")
     return Resolution.objects.create(
@@ -215,6 +233,17 @@ def comment(
 # -- deciding ----------------------------------------------------------------------------------------
 
 
+class GuardRefused(ResolutionError):
+    """The approval would pass the site's blast-radius limit: only an explicit override may go on."""
+
+    def __init__(self, verdict: guard.BlastRadius) -> None:
+        self.verdict = verdict
+        super().__init__(
+            f"this {verdict.sentence()}. Going past the limit needs an explicit override: type the number "
+            "of users and give a reason"
+        )
+
+
 def check_may_decide(user, resolution: Resolution) -> None:
     """Raises PermissionDenied with the reason; used by the pages and again by the task."""
     if user is None or not user.is_active or not user.has_perm(APPROVE_PERMISSION):
@@ -223,33 +252,101 @@ def check_may_decide(user, resolution: Resolution) -> None:
         raise PermissionDenied("four-eyes rule: someone other than the proposer must approve")
 
 
-def approve(resolutions: list[Resolution], user, note: str = "", *, enqueue: bool = True) -> SyncRun | None:
-    """Approve proposals (all of one site) and queue the run that applies them."""
+def is_destructive(resolution: Resolution) -> bool:
+    return resolution.action in ResolutionAction.destructive()
+
+
+def blast_radius(resolutions: list[Resolution], site: MoodleSite) -> guard.BlastRadius:
+    """What approving these would do to the site, counted with what is approved and not applied yet."""
+    destructive = [r for r in resolutions if is_destructive(r)]
+    actions = {r.action for r in destructive}
+    verb = guard.VERBS.get(next(iter(actions)), "changes") if len(actions) == 1 else "changes"
+    return guard.measure(
+        site,
+        sum(guard.weight(r) for r in destructive),
+        verb=verb,
+        already=guard.in_flight(site, exclude=[r.pk for r in resolutions if r.pk]),
+    )
+
+
+def approve(
+    resolutions: list[Resolution],
+    user,
+    note: str = "",
+    *,
+    override: GuardOverride | None = None,
+    enqueue: bool = True,
+) -> SyncRun | None:
+    """Approve proposals (all of one site) for the site's resolution run, which applies everything approved,
+    in the order approved. Destructive and safe changes are never approved together, and destructive ones
+    only within the blast-radius limit or under a confirmed override that covers exactly them."""
     resolutions = [r for r in resolutions if r.status == ResolutionStatus.PROPOSED]
     if not resolutions:
         return None
     sites = {r.site_id for r in resolutions}
     if len(sites) != 1:
         raise ResolutionError("approve the resolutions of one site at a time")
+    site = resolutions[0].site
     for resolution in resolutions:
         check_may_decide(user, resolution)
         if not is_open(resolution.discrepancy or resolution.conflict):
             raise ResolutionError("one of these is already settled; reload the page")
-    from .runs import enqueue_run
-
+    destructive = [r for r in resolutions if is_destructive(r)]
+    if destructive and len(destructive) != len(resolutions):
+        raise ResolutionError(
+            "destructive changes (suspensions, re-links) are approved on their own, never together with "
+            "safe ones"
+        )
+    if override is not None:
+        _check_override_covers(override, resolutions)
+    elif destructive:
+        verdict = blast_radius(resolutions, site)
+        if not verdict.allowed:
+            raise GuardRefused(verdict)
     with transaction.atomic():
-        run = SyncRun.objects.create(
-            site=resolutions[0].site, kind=RunKind.RESOLUTION, started_by=user, planned_at=timezone.now()
+        # One approval at a time per site: two admins at once must not both miss the queued run.
+        MoodleSite.objects.select_for_update().filter(pk=site.pk).first()
+        run, created = _resolution_run(site, user)
+        ids = [r.pk for r in resolutions]
+        approved = Resolution.objects.filter(pk__in=ids, status=ResolutionStatus.PROPOSED).update(
+            status=ResolutionStatus.APPROVED,
+            decided_by=user,
+            decided_at=timezone.now(),
+            note=note,
+            run=run,
+            override=override,
+            outcome="",
         )
-        Resolution.objects.filter(
-            pk__in=[r.pk for r in resolutions], status=ResolutionStatus.PROPOSED
-        ).update(
-            status=ResolutionStatus.APPROVED, decided_by=user, decided_at=timezone.now(), note=note, run=run
-        )
+        Discrepancy.objects.filter(resolutions__pk__in=ids).update(status=DiscrepancyStatus.APPROVED)
         RunEvent.objects.create(
-            run=run, message=f"{len(resolutions)} resolution(s) approved by {user.get_username()}"
+            run=run,
+            message=f"{approved} resolution(s) approved by {user.get_username()}"
+            + (f" under override #{override.pk}" if override else ""),
         )
-        return enqueue_run(run) if enqueue else run
+        if created and enqueue:
+            enqueue_run(run.pk)
+    return run
+
+
+def _resolution_run(site: MoodleSite, user) -> tuple[SyncRun, bool]:
+    """The site's queued resolution run (approvals join it), or a new one."""
+    queued = SyncRun.objects.filter(site=site, kind=RunKind.RESOLUTION, status=RunStatus.QUEUED).first()
+    if queued is not None:
+        return queued, False
+    run = SyncRun.objects.create(
+        site=site, kind=RunKind.RESOLUTION, started_by=user, planned_at=timezone.now()
+    )
+    return run, True
+
+
+def _check_override_covers(override: GuardOverride, resolutions: list[Resolution]) -> None:
+    if override.status != OverrideStatus.CONFIRMED:
+        raise ResolutionError(f"override #{override.pk} is {override.get_status_display().lower()}")
+    weight = sum(guard.weight(r) for r in resolutions if is_destructive(r))
+    if weight != override.count:
+        raise ResolutionError(
+            f"override #{override.pk} was typed for {override.count:,} users; these are {weight:,}"
+        )
 
 
 def reject(resolution: Resolution, user, note: str) -> None:
@@ -263,101 +360,203 @@ def reject(resolution: Resolution, user, note: str) -> None:
         Discrepancy.objects.filter(pk=resolution.discrepancy_id).update(status=DiscrepancyStatus.REJECTED)
 
 
-# -- applying (inside a run of kind resolution) ------------------------------------------------------
+# -- going past the guard -----------------------------------------------------------------------------
 
 
-def apply_approved(executor: RunExecutor, client: MoodleClient) -> None:
-    resolutions = list(
-        Resolution.objects.filter(run=executor.run, status=ResolutionStatus.APPROVED).select_related(
-            "decided_by", "site", "discrepancy__record", "conflict__record"
-        )
-    )
-    SyncRun.objects.filter(pk=executor.run.pk).update(progress_total=len(resolutions))
-    mapping = Mapping.from_config(executor.site.source.mapping)
-    processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth)
+def request_override(
+    resolutions: list[Resolution], user, *, typed_count: int | None, reason: str
+) -> tuple[GuardOverride, SyncRun | None]:
+    """An admin's explicit decision to pass the limit: the exact number of users typed out and a reason.
+    With four-eyes on it waits for a second admin (confirm_override); otherwise it is approved at once.
+    Either way it is an audit entry and one alert."""
+    resolutions = [r for r in resolutions if r.status == ResolutionStatus.PROPOSED]
+    if not resolutions:
+        raise ResolutionError("nothing is waiting to be approved here")
+    site = resolutions[0].site
+    if any(r.site_id != site.pk for r in resolutions) or not all(is_destructive(r) for r in resolutions):
+        raise ResolutionError("an override covers destructive changes of one site only")
     for resolution in resolutions:
-        executor._check_control()
-        try:
-            check_may_decide(resolution.decided_by, resolution)
-        except PermissionDenied as refused:
-            _finish(resolution, ok=False, outcome=f"refused when applying: {refused}")
-            continue
-        if not is_open(resolution.discrepancy or resolution.conflict):
-            _finish(resolution, ok=False, outcome="not applied: settled meanwhile (a sync or a later night)")
-            continue
-        ok, outcome = _apply_patiently(resolution, client, processor, executor)
-        _finish(resolution, ok=ok, outcome=outcome)
-        SyncRun.objects.filter(pk=executor.run.pk).update(progress_done=executor.run.progress_done + 1)
-        executor.run.progress_done += 1
+        check_may_decide(user, resolution)
+    verdict = blast_radius(resolutions, site)
+    if verdict.allowed:
+        raise ResolutionError("these are within the site's limit: approve them without an override")
+    if typed_count != verdict.count:
+        raise ResolutionError(f"type the number of users exactly as shown ({verdict.count}) to confirm")
+    if not (reason or "").strip():
+        raise ResolutionError("give the reason for going past the limit")
+    four_eyes = site.four_eyes
+    with transaction.atomic():
+        override = GuardOverride.objects.create(
+            site=site,
+            action=resolutions[0].action if len({r.action for r in resolutions}) == 1 else "",
+            count=verdict.count,
+            linked_users=verdict.linked,
+            limit=verdict.limit,
+            reason=reason.strip(),
+            status=OverrideStatus.PENDING if four_eyes else OverrideStatus.CONFIRMED,
+            requested_by=user,
+            decided_by=None if four_eyes else user,
+            decided_at=None if four_eyes else timezone.now(),
+        )
+        Resolution.objects.filter(pk__in=[r.pk for r in resolutions]).update(override=override)
+        AuditEntry.objects.create(
+            actor=user,
+            action="guard.override_requested" if four_eyes else "guard.override",
+            target=f"site {site.slug} override #{override.pk}",
+            detail=f"{verdict.sentence()}; reason: {override.reason}",
+        )
+        raise_alert(
+            guard_override_key(override.pk),
+            kind=AlertKind.GUARD_OVERRIDE,
+            site=site,
+            title=f"{site.name}: {user.get_username()} "
+            + ("asks to go" if four_eyes else "went")
+            + f" past the blast-radius guard: {verdict.verb} {verdict.count:,} users",
+            detail=f"This {verdict.sentence()}. Reason given: {override.reason}."
+            + (" A second admin must confirm it on the override's page." if four_eyes else ""),
+        )
+        run = None if four_eyes else approve(resolutions, user, override.reason, override=override)
+    return override, run
 
 
-def _apply_patiently(resolution: Resolution, client, processor: BatchProcessor, executor) -> tuple[bool, str]:
-    """Apply one resolution, waiting out the breaker and maintenance like a run does; a refusal of this
-    resolution's data fails it alone, an auth or configuration failure stops the run."""
-    while True:
-        try:
-            return _apply_one(resolution, client, processor, executor)
-        except Interrupted as stop:
-            cause = stop.cause
-        except MoodleError as error:
-            cause = error
-        if isinstance(cause, MoodleError) and cause.category in (errors.CLIENT_FAULT, errors.CONFLICT):
-            return False, f"Moodle refused it: {cause}"
-        executor._handle_interruption(cause, [])
+def confirm_override(override: GuardOverride, user) -> SyncRun | None:
+    """The second admin's confirmation (four-eyes): the override's approvals are queued."""
+    if user is None or not user.has_perm(APPROVE_PERMISSION):
+        raise PermissionDenied("only Admins confirm an override")
+    if override.requested_by_id == user.pk:
+        raise PermissionDenied("four-eyes rule: a second admin must confirm the override")
+    with transaction.atomic():
+        claimed = GuardOverride.objects.filter(pk=override.pk, status=OverrideStatus.PENDING).update(
+            status=OverrideStatus.CONFIRMED, decided_by=user, decided_at=timezone.now()
+        )
+        if not claimed:
+            raise ResolutionError(f"override #{override.pk} was already decided")
+        override.refresh_from_db()
+        AuditEntry.objects.create(
+            actor=user,
+            action="guard.override_confirmed",
+            target=f"site {override.site.slug} override #{override.pk}",
+            detail=f"{override.count} users; requested by "
+            f"{override.requested_by.get_username() if override.requested_by else 'someone'}",
+        )
+        resolutions = list(override.resolutions.select_related("site", "discrepancy", "conflict"))
+        return approve(resolutions, user, override.reason, override=override)
 
 
-def _apply_one(resolution: Resolution, client, processor: BatchProcessor, executor) -> tuple[bool, str]:
-    action = resolution.action
-    target = resolution.discrepancy or resolution.conflict
-    record = target.record
-    if action == ResolutionAction.IGNORE:
-        return True, "ignored: no change"
-    if action in (ResolutionAction.SUSPEND, ResolutionAction.UNSUSPEND, ResolutionAction.UPDATE):
-        for call in resolution.calls:
-            answer = executor._patiently(lambda c=call: client.update_users(c["params"]["users"]))
-            if answer.failures:
-                return False, "; ".join(f"{f.warningcode}: {f.message}" for f in answer.failures)
-        orphan = resolution.discrepancy and resolution.discrepancy.kind == DiscrepancyKind.ORPHAN_IN_MOODLE
-        if record is not None and action == ResolutionAction.SUSPEND and orphan:
-            SyncRecord.objects.filter(pk=record.pk).update(suspended_by_hub=True)
-        return True, f"{len(resolution.calls)} call(s) made"
-    # Links, re-links, choices, creates and renames change who the record points at, then let the batch
-    # logic (look-ups, conflict checks, isolation) bring the Moodle user in step with the source.
-    user_id = resolution.params.get("user_id")
-    for call in resolution.calls:
-        if call["function"] == "core_user_update_users":
-            answer = executor._patiently(lambda c=call: client.update_users(c["params"]["users"]))
-            if answer.failures:
-                return False, "; ".join(f"{f.warningcode}: {f.message}" for f in answer.failures)
-    record.moodle_id = int(user_id) if user_id else None
-    record.overrides = {**record.overrides, **resolution.params.get("overrides", {})}
-    record.payload = {**record.payload, **record.overrides}
-    record.sync_status = SyncStatus.PENDING
-    record.pending_action = PendingAction.UPSERT
-    record.save(update_fields=["moodle_id", "overrides", "payload", "sync_status", "pending_action"])
-    results = processor.process([record])
-    commit_batch(executor.run, [record], results, executor.lock)
-    result = results[record.external_id]
-    if result.status != SyncStatus.OK:
-        return False, result.message or result.status
-    return True, f"linked to Moodle user {result.moodle_id}; {result.action}"
+def reject_override(override: GuardOverride, user, note: str) -> None:
+    if user is None or not user.has_perm(APPROVE_PERMISSION):
+        raise PermissionDenied("only Admins decide on an override")
+    if not (note or "").strip():
+        raise ResolutionError("say why the override is rejected")
+    with transaction.atomic():
+        claimed = GuardOverride.objects.filter(pk=override.pk, status=OverrideStatus.PENDING).update(
+            status=OverrideStatus.REJECTED, decided_by=user, decided_at=timezone.now(), note=note.strip()
+        )
+        if not claimed:
+            raise ResolutionError(f"override #{override.pk} was already decided")
+        Resolution.objects.filter(override=override, status=ResolutionStatus.PROPOSED).update(override=None)
+        AuditEntry.objects.create(
+            actor=user,
+            action="guard.override_rejected",
+            target=f"site {override.site.slug} override #{override.pk}",
+            detail=note.strip(),
+        )
+    resolve_alert(guard_override_key(override.pk))
 
 
-def _finish(resolution: Resolution, *, ok: bool, outcome: str) -> None:
-    now = timezone.now()
-    Resolution.objects.filter(pk=resolution.pk).update(
-        status=ResolutionStatus.APPLIED if ok else ResolutionStatus.FAILED,
-        outcome=outcome[:2000],
-        applied_at=now if ok else None,
+# -- bulk approval of discrepancies -------------------------------------------------------------------
+
+
+@dataclass
+class BulkPlan:
+    """What approving a filtered list of discrepancies would do, per site, before anything is decided."""
+
+    items: list[Discrepancy]
+    left_out: int  # choices of Moodle user: approved one by one
+    destructive: list[Discrepancy] = field(default_factory=list)
+    safe: list[Discrepancy] = field(default_factory=list)
+    verdicts: dict[int, guard.BlastRadius] = field(default_factory=dict)
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.destructive) and bool(self.safe)
+
+    @property
+    def sites(self) -> list[tuple[MoodleSite, int]]:
+        counts: dict[int, list[Discrepancy]] = defaultdict(list)
+        for item in self.items:
+            counts[item.site_id].append(item)
+        return [(group[0].site, len(group)) for group in counts.values()]
+
+    @property
+    def over_limit(self) -> list[guard.BlastRadius]:
+        return [v for v in self.verdicts.values() if not v.allowed]
+
+
+def bulk_plan(discrepancies) -> BulkPlan:
+    """Split the approvable discrepancies into destructive and safe, with each site's blast radius."""
+    approvable = (
+        discrepancies.filter(status__in=DiscrepancyStatus.waiting())
+        .exclude(proposed_action__in=NEEDS_CHOICE)
+        .exclude(resolutions__status__in=[ResolutionStatus.APPROVED, ResolutionStatus.APPLYING])
     )
-    if resolution.discrepancy_id:
-        Discrepancy.objects.filter(pk=resolution.discrepancy_id).update(
-            status=DiscrepancyStatus.APPLIED if ok else DiscrepancyStatus.FAILED
+    left_out = discrepancies.filter(
+        status__in=DiscrepancyStatus.waiting(), proposed_action__in=NEEDS_CHOICE
+    ).count()
+    items = list(
+        approvable.select_related("site", "record")
+        .prefetch_related(
+            Prefetch(
+                "resolutions",
+                queryset=Resolution.objects.filter(status=ResolutionStatus.PROPOSED),
+                to_attr="proposals",
+            )
         )
-    if resolution.conflict_id and ok:
-        status = (
-            ConflictStatus.IGNORED
-            if resolution.action == ResolutionAction.IGNORE
-            else ConflictStatus.RESOLVED
+        .order_by("site__name", "kind", "pk")
+    )
+    plan = BulkPlan(items=items, left_out=left_out)
+    for item in items:
+        (plan.destructive if item.proposed_action in ResolutionAction.destructive() else plan.safe).append(
+            item
         )
-        Conflict.objects.filter(pk=resolution.conflict_id).update(status=status, resolved_at=now)
+    by_site: dict[int, list[Discrepancy]] = defaultdict(list)
+    for item in plan.destructive:
+        by_site[item.site_id].append(item)
+    for site_id, group in by_site.items():
+        verb = guard.VERBS.get(group[0].proposed_action, "changes")
+        plan.verdicts[site_id] = guard.measure(
+            group[0].site, len(group), verb=verb, already=guard.in_flight(group[0].site)
+        )
+    return plan
+
+
+def approve_discrepancies(
+    plan: BulkPlan, user, note: str = "", *, typed_count: int | None = None, reason: str = ""
+) -> list[tuple[MoodleSite, int, SyncRun | None, GuardOverride | None]]:
+    """Approve a bulk plan: one group per site, each joining the site's resolution run. A site past its
+    limit goes through an override (the typed count and the reason), or is refused."""
+    if plan.mixed:
+        raise ResolutionError(
+            "this list mixes destructive changes with safe ones: approve the suspensions and the other "
+            "changes separately"
+        )
+    groups: dict[int, list[Discrepancy]] = defaultdict(list)
+    for item in plan.items:
+        groups[item.site_id].append(item)
+    done = []
+    with transaction.atomic():
+        for group in groups.values():
+            site = group[0].site
+            proposals = [
+                item.proposals[0]
+                if item.proposals
+                else propose(action=item.proposed_action, discrepancy=item)
+                for item in group
+            ]
+            verdict = plan.verdicts.get(site.pk)
+            if verdict is not None and not verdict.allowed:
+                override, run = request_override(proposals, user, typed_count=typed_count, reason=reason)
+                done.append((site, len(group), run, override))
+            else:
+                done.append((site, len(group), approve(proposals, user, note), None))
+    return done

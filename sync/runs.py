@@ -9,8 +9,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import dispatch
 from .choices import DeadLetterStatus, RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
-from .engine import queue_run
+from .engine import queue_run, release_unfinished_work
 from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun
 
 
@@ -26,13 +27,7 @@ def _who(user, trigger: str = RunTrigger.MANUAL) -> str:
 
 def enqueue_run(run: SyncRun) -> SyncRun:
     """Send the run's task once the current transaction commits (so the worker finds the row)."""
-    from .tasks import execute_run  # tasks import this module's callers; keep the import local
-
-    def send() -> None:
-        result = execute_run.delay(run.pk)
-        SyncRun.objects.filter(pk=run.pk).update(task_id=result.id)
-
-    transaction.on_commit(send)
+    dispatch.enqueue_run(run.pk)
     return run
 
 
@@ -53,7 +48,8 @@ def start(
         run = queue_run(site, kind, trigger=trigger, user=user, dry_run=dry_run)
         if upload is not None:
             run.source_file = str(save_upload(site, run, upload))
-            run.save(update_fields=["source_file"])
+            run.upload_name = Path(upload.name or "upload.csv").name[:255]
+            run.save(update_fields=["source_file", "upload_name"])
         RunEvent.objects.create(run=run, message=f"Queued by {_who(user, trigger)}")
         return enqueue_run(run) if enqueue else run
 
@@ -76,15 +72,13 @@ def cancel(run: SyncRun, user) -> None:
     # Nothing works on a queued or paused run: end it now, unless a worker claimed it meanwhile (then the
     # request goes to that worker, like for any running run).
     ended = SyncRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.PAUSED]).update(
-        status=RunStatus.ABORTED,
+        status=RunStatus.CANCELLED,
         finished_at=timezone.now(),
         abort_reason=f"cancelled by {_who(user)} before it ran on; unsent records stay pending",
     )
     if ended:
         run.refresh_from_db()
         RunEvent.objects.create(run=run, message=f"Cancelled by {_who(user)}")
-        from .engine import release_unfinished_work
-
         release_unfinished_work(run, run.abort_reason)
         return
     _request(run, RunControl.CANCEL, user)
@@ -100,18 +94,31 @@ def _request(run: SyncRun, control: str, user) -> None:
     )
 
 
+def resumable(run: SyncRun) -> bool:
+    """A paused run, or one aborted by an auth or configuration failure once it is fixed; a resolution
+    run also after a failure (it applies what is still approved)."""
+    if run.kind in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RETRY):
+        return run.status in (RunStatus.PAUSED, RunStatus.ABORTED)
+    if run.kind == RunKind.RESOLUTION:
+        return run.status in (RunStatus.PAUSED, RunStatus.ABORTED, RunStatus.FAILED)
+    return False
+
+
 def resume(run: SyncRun, user) -> SyncRun:
-    """Continue a paused run, or one aborted by an auth or configuration failure once it is fixed: it
-    sends the records still pending (the source is read again only if it had not been read yet)."""
-    resumable = (RunStatus.PAUSED, RunStatus.ABORTED)
-    if run.status not in resumable or run.kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RETRY):
+    """Queue the run again: a sync sends the records still pending (the source is read again only if it
+    had not been read yet); a resolution run applies what is still approved."""
+    if not resumable(run):
         raise RunActionError(
-            f"run #{run.pk} is {run.get_status_display().lower()}: only paused or aborted sync runs resume"
+            f"run #{run.pk} is {run.get_status_display().lower()}: only paused or aborted sync runs, and "
+            "stopped resolution runs, resume"
         )
-    SyncRun.objects.filter(pk=run.pk, status__in=resumable).update(
-        status=RunStatus.PAUSED, finished_at=None, abort_reason=""
+    updated = SyncRun.objects.filter(pk=run.pk, status=run.status).update(
+        status=RunStatus.QUEUED, finished_at=None, abort_reason="", stop_category=""
     )
+    if not updated:
+        raise RunActionError(f"run #{run.pk} changed meanwhile; reload the page")
     RunEvent.objects.create(run=run, message=f"Resumed by {_who(user)}")
+    run.refresh_from_db()
     return enqueue_run(run)
 
 

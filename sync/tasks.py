@@ -12,7 +12,7 @@ from .runs import start
 def execute_run(run_id: int) -> str:
     """Idempotent: a redelivered task for a run that ended, or that another worker runs, does nothing."""
     run = engine.execute(run_id)
-    return f"run #{run.pk} {run.status}"
+    return f"run #{run_id} {run.status if run else 'no longer exists'}"
 
 
 @shared_task(name="sync.scheduled_sync", ignore_result=True)

@@ -121,6 +121,11 @@ def promote(token: ServiceToken, user=None) -> ServiceToken | None:
         token = ServiceToken.objects.select_for_update().select_related("site").get(pk=token.pk)
         if token.status != TokenStatus.STANDBY:
             raise TokenError(f"{token.masked} is {token.status}: only a standby token can be promoted")
+        if token.refused:
+            raise TokenError(
+                f"Moodle refused {token.masked} ({token.refused_code}): verify it again once it is fixed in "
+                "Moodle, or add a new token"
+            )
         if token.last_verified_at is None or token.verify_error:
             raise TokenError(f"{token.masked} is not verified: verify it first")
         old = (

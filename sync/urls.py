@@ -43,6 +43,7 @@ urlpatterns = [
     path("conflicts/<int:pk>/propose/", views_reconcile.conflict_propose, name="conflict_propose"),
     path("conflicts/<int:pk>/comment/", views_reconcile.conflict_comment, name="conflict_comment"),
     path("resolutions/", views_reconcile.resolution_list, name="resolution_list"),
+    path("overrides/<int:pk>/", views_reconcile.override_detail, name="override_detail"),
     path("resolutions/<int:pk>/approve/", views_reconcile.resolution_approve, name="resolution_approve"),
     path("resolutions/<int:pk>/reject/", views_reconcile.resolution_reject, name="resolution_reject"),
 ]

@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from monitoring.models import CallLog
+from monitoring.site_state import site_state
 
 from . import locks, runs
 from .choices import ConflictStatus, DeadLetterStatus, RunStatus, SyncStatus
@@ -66,7 +67,9 @@ def site_add(request):
 
 
 def site_detail(request, slug: str):
-    site = get_object_or_404(MoodleSite.objects.select_related("source"), slug=slug)
+    site = get_object_or_404(
+        MoodleSite.objects.select_related("source").prefetch_related("tokens"), slug=slug
+    )
     return render(request, "sync/site_detail.html", _site_context(site, StartRunForm(site=site)))
 
 
@@ -97,6 +100,7 @@ def _site_context(site: MoodleSite, form: StartRunForm) -> dict:
     )
     return {
         **_start_context(site, form),
+        "state": site_state(site),
         "tokens": site.tokens.all(),
         "runs": site.runs.defer("plan")[:20],
         "lock": _lock_state(site),
@@ -223,19 +227,25 @@ def _progress_context(run: SyncRun) -> dict:
             left = max(0, run.progress_total - run.progress_done)
             if run.status == RunStatus.RUNNING and left:
                 eta = timezone.now() + timedelta(minutes=left / per_minute)
+    pending = None
+    if run.status == RunStatus.ABORTED:
+        pending = SyncRecord.objects.filter(site=run.site, sync_status=SyncStatus.PENDING).count()
     return {
         "run": run,
         "per_minute": round(per_minute) if per_minute is not None else None,
         "eta": eta,
         "counters": _counters(run),
-        "waiting": run.status == RunStatus.RUNNING and run.abort_reason.startswith("waiting"),
+        "waiting": run.is_active and run.abort_reason.startswith("waiting"),
         "plan": _plan_rows(run.plan) if run.dry_run and run.plan else None,
+        "pending": pending,
+        "resumable": runs.resumable(run),
     }
 
 
 def _counters(run: SyncRun) -> list[tuple[str, int, str | None]]:
     """Each counter with the list of the rows behind it, where such a list exists."""
     records, letters = reverse("record_list"), reverse("deadletter_list")
+    held = reverse("discrepancy_list")
 
     def rows(**params) -> str:
         return f"{records}?{urlencode({'run': run.pk, **params})}"
@@ -251,6 +261,7 @@ def _counters(run: SyncRun) -> list[tuple[str, int, str | None]]:
         ("Conflicts", run.conflicts, rows(outcome="conflict")),
         ("Errors", run.errors, rows(status=SyncStatus.ERROR)),
         ("Dead-lettered", run.dead_lettered, f"{letters}?{urlencode({'run': run.pk, 'status': 'all'})}"),
+        ("Held back by the guard", run.blocked, f"{held}?{urlencode({'run': run.pk, 'status': 'all'})}"),
         ("Moodle calls", run.calls, None),
     ]
 

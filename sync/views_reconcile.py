@@ -8,7 +8,6 @@ calls Moodle from the request: it queues a resolution run and sends the admin to
 
 from __future__ import annotations
 
-from collections import defaultdict
 from urllib.parse import urlencode
 
 import redis
@@ -16,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -28,26 +27,29 @@ from .choices import (
     ConflictStatus,
     DiscrepancyKind,
     DiscrepancyStatus,
+    OverrideStatus,
     ResolutionAction,
     ResolutionStatus,
     RunKind,
 )
 from .connect import NoActiveToken, client_for
 from .forms import (
+    DESTRUCTIVE,
+    SAFE,
     CommentForm,
     ConflictFilterForm,
     DiscrepancyFilterForm,
+    OverrideForm,
     RejectForm,
     ResolutionFilterForm,
 )
-from .models import Conflict, Discrepancy, MoodleSite, Resolution
+from .models import Conflict, Discrepancy, GuardOverride, MoodleSite, Resolution
 from .moodle.errors import SeamError
 from .views import _next, _paginate, _same
 
 APPROVE = "sync.approve_resolution"
-IN_FLIGHT = (ResolutionStatus.PROPOSED, ResolutionStatus.APPROVED)
-# Actions that need an admin to pick the Moodle user first: never part of a bulk approval.
-NEEDS_CHOICE = (ResolutionAction.CHOOSE, ResolutionAction.RELINK)
+IN_FLIGHT = ResolutionStatus.in_flight()
+NEEDS_CHOICE = resolutions.NEEDS_CHOICE
 NEW_ACCOUNT = "new"
 BULK_PREVIEW_LIMIT = 200  # calls listed on a bulk confirmation; the count above them is always exact
 
@@ -160,7 +162,12 @@ def discrepancy_list(request):
         .order_by("kind", "-created_at", "-pk")
     )
     page, query = _paginate(request, rows)
-    approvable = _approvable(filters.filter(everything)).count()
+    approvable = _approvable(filters.filter(everything))
+    destructive = approvable.filter(proposed_action__in=ResolutionAction.destructive()).count()
+    safe = approvable.exclude(proposed_action__in=ResolutionAction.destructive()).count()
+    overrides = GuardOverride.objects.filter(status=OverrideStatus.PENDING).select_related(
+        "site", "requested_by"
+    )
     return render(
         request,
         "sync/discrepancy_list.html",
@@ -170,11 +177,36 @@ def discrepancy_list(request):
             "page": page,
             "query": query,
             "filter_query": urlencode(active),
-            "approvable": approvable,
+            "approvable": destructive + safe,
+            "approve_links": _approve_links(active, destructive, safe),
+            "overrides": overrides,
             "refusal": "" if request.user.has_perm(APPROVE) else refusal(request.user, None),
             "filtered": bool(request.GET),
         },
     )
+
+
+def _approve_links(active: dict, destructive: int, safe: int) -> list[dict]:
+    """One bulk action per effect: suspensions are never approved together with safe changes."""
+    base = reverse("discrepancy_approve_filtered")
+    if destructive and safe:
+        return [
+            {
+                "n": safe,
+                "label": f"Approve the {safe} safe changes…",
+                "url": f"{base}?{urlencode({**active, 'effect': SAFE})}",
+            },
+            {
+                "n": destructive,
+                "label": f"Review the {destructive} that take access away…",
+                "url": f"{base}?{urlencode({**active, 'effect': DESTRUCTIVE})}",
+            },
+        ]
+    n = destructive or safe
+    if not n:
+        return []
+    label = f"Review the {n} that take access away…" if destructive else f"Approve these {n}…"
+    return [{"n": n, "label": label, "url": f"{base}?{urlencode(active)}"}]
 
 
 def _approvable(discrepancies):
@@ -182,7 +214,7 @@ def _approvable(discrepancies):
     return (
         discrepancies.filter(status__in=DiscrepancyStatus.waiting())
         .exclude(proposed_action__in=NEEDS_CHOICE)
-        .exclude(resolutions__status=ResolutionStatus.APPROVED)
+        .exclude(resolutions__status__in=[ResolutionStatus.APPROVED, ResolutionStatus.APPLYING])
     )
 
 
@@ -283,6 +315,13 @@ def discrepancy_approve(request, pk: int):
         messages.error(request, f"Nothing was approved: {exc}.")
         return redirect("discrepancy_detail", pk=discrepancy.pk)
     context["count"] = 1
+    verdict = None
+    if discrepancy.proposed_action in ResolutionAction.destructive():
+        verdict = resolutions.blast_radius(
+            [Resolution(site=discrepancy.site, action=discrepancy.proposed_action, params=params)],
+            discrepancy.site,
+        )
+        context["verdict"] = verdict
     if request.method != "POST":
         return render(request, "sync/discrepancy_approve.html", context)
     note = request.POST.get("note", "").strip()
@@ -295,38 +334,32 @@ def discrepancy_approve(request, pk: int):
             run = resolutions.approve([proposal], request.user, note)
     except PermissionDenied as refused:
         return _refused(request, "sync/discrepancy_approve.html", context, str(refused))
+    except resolutions.GuardRefused as exc:
+        messages.error(
+            request,
+            f"Nothing was approved: {_sentence(str(exc))} Approve it with the others from the Discrepancies "
+            "list, where an override can be given.",
+        )
+        return redirect("discrepancy_detail", pk=discrepancy.pk)
     except resolutions.ResolutionError as exc:
         messages.error(request, f"Nothing was approved: {exc}.")
         return redirect("discrepancy_detail", pk=discrepancy.pk)
-    messages.success(request, f"Approved: queued resolution run #{run.pk} ({len(context['calls'])} call(s)).")
+    messages.success(
+        request, f"Approved: resolution run #{run.pk} applies it ({len(context['calls'])} call(s))."
+    )
     return redirect("run_detail", pk=run.pk)
 
 
 @permission_required(APPROVE, raise_exception=True)
 def discrepancy_approve_filtered(request):
-    """GET: the exact count, the filter in words and the calls. POST, carrying the same filter and the count
-    confirmed: one resolution run per site. Choices of Moodle user are left for one-by-one approval."""
+    """GET: the exact count, the filter in words, the consequence and the calls. POST, carrying the same
+    filter and the count confirmed (and past the guard: the typed count and a reason): each site's group
+    joins its resolution run. Choices of Moodle user are left for one-by-one approval."""
     data = request.POST if request.method == "POST" else request.GET
     filters = DiscrepancyFilterForm(data)
-    chosen = filters.filter(Discrepancy.objects.all())
-    left_out = chosen.filter(status__in=DiscrepancyStatus.waiting(), proposed_action__in=NEEDS_CHOICE).count()
-    items = list(
-        _approvable(chosen)
-        .select_related("site", "record")
-        .prefetch_related(
-            Prefetch(
-                "resolutions",
-                queryset=Resolution.objects.filter(status=ResolutionStatus.PROPOSED),
-                to_attr="proposals",
-            )
-        )
-        .order_by("site__name", "kind", "pk")
-    )
-    by_site: dict[int, list[Discrepancy]] = defaultdict(list)
-    for item in items:
-        by_site[item.site_id].append(item)
+    plan = resolutions.bulk_plan(filters.filter(Discrepancy.objects.all()))
     calls = []
-    for item in items:
+    for item in plan.items:
         if len(calls) >= BULK_PREVIEW_LIMIT:
             break
         planned = (
@@ -337,45 +370,63 @@ def discrepancy_approve_filtered(request):
             )
         )
         calls.extend({"d": item, **call} for call in planned)
+    active = filters.active()
+    here = reverse("discrepancy_approve_filtered")
+    override_form = OverrideForm(request.POST or None) if plan.over_limit else None
     context = {
         "filters": filters,
         "described": filters.describe(),
-        "count": len(items),
-        "by_site": [(group[0].site, len(group)) for group in by_site.values()],
+        "count": len(plan.items),
+        "plan": plan,
+        "by_site": plan.sites,
         "calls": calls[:BULK_PREVIEW_LIMIT],
         "calls_cut": len(calls) > BULK_PREVIEW_LIMIT,
-        "left_out": left_out,
-        "hidden": filters.active(),
-        "filter_query": urlencode(filters.active()),
-        "back": f"{reverse('discrepancy_list')}?{urlencode(filters.active())}",
+        "left_out": plan.left_out,
+        "hidden": active,
+        "filter_query": urlencode(active),
+        "safe_url": f"{here}?{urlencode({**active, 'effect': SAFE})}",
+        "destructive_url": f"{here}?{urlencode({**active, 'effect': DESTRUCTIVE})}",
+        "override_form": override_form,
+        "back": f"{reverse('discrepancy_list')}?{urlencode(active)}",
     }
-    if request.method != "POST" or not items:
+    if request.method != "POST" or not plan.items or plan.mixed:
         return render(request, "sync/discrepancy_approve.html", context)
     confirmed = request.POST.get("count", "")
-    if confirmed != str(len(items)):
+    if confirmed != str(len(plan.items)):
         return render(request, "sync/discrepancy_approve.html", {**context, "changed": confirmed})
-    note = request.POST.get("note", "").strip()
-    queued = []
+    if override_form is not None and not override_form.is_valid():
+        return render(request, "sync/discrepancy_approve.html", context, status=400)
+    extra = override_form.cleaned_data if override_form is not None else {}
     try:
-        with transaction.atomic():
-            for group in by_site.values():
-                proposals = [
-                    item.proposals[0]
-                    if item.proposals
-                    else resolutions.propose(action=item.proposed_action, discrepancy=item)
-                    for item in group
-                ]
-                queued.append((group[0].site, len(group), resolutions.approve(proposals, request.user, note)))
+        done = resolutions.approve_discrepancies(
+            plan,
+            request.user,
+            request.POST.get("note", "").strip(),
+            typed_count=extra.get("typed_count"),
+            reason=extra.get("reason", ""),
+        )
     except PermissionDenied as refused:
         return _refused(request, "sync/discrepancy_approve.html", context, str(refused))
     except resolutions.ResolutionError as exc:
+        if override_form is not None:
+            override_form.add_error(None, _sentence(str(exc)))
+            return render(request, "sync/discrepancy_approve.html", context, status=400)
         messages.error(request, f"Nothing was approved: {exc}. Check the list and try again.")
         return redirect(context["back"])
-    for site, n, run in queued:
-        messages.success(request, f"Approved {n} on {site.name}: queued resolution run #{run.pk}")
-    if len(queued) == 1:
-        return redirect("run_detail", pk=queued[0][2].pk)
-    return redirect(f"{reverse('discrepancy_list')}?{urlencode({**filters.active(), 'status': 'all'})}")
+    runs_queued = []
+    for site, n, run, override in done:
+        if override is not None and run is None:
+            messages.warning(
+                request,
+                f"Override #{override.pk} on {site.name} recorded: {n} changes wait for a second admin to "
+                "confirm it (four-eyes rule).",
+            )
+        else:
+            messages.success(request, f"Approved {n} on {site.name}: resolution run #{run.pk} applies them.")
+            runs_queued.append(run)
+    if len(runs_queued) == 1 and len(done) == 1:
+        return redirect("run_detail", pk=runs_queued[0].pk)
+    return redirect(f"{reverse('discrepancy_list')}?{urlencode({**active, 'status': 'all'})}")
 
 
 @permission_required(APPROVE, raise_exception=True)
@@ -603,6 +654,8 @@ def resolution_approve(request, pk: int):
     reason = refusal(request.user, resolution.site, resolution)
     if reason:
         return _refused(request, "sync/discrepancy_approve.html", context, reason)
+    if resolutions.is_destructive(resolution):
+        context["verdict"] = resolutions.blast_radius([resolution], resolution.site)
     if request.method != "POST":
         return render(request, "sync/discrepancy_approve.html", context)
     try:
@@ -615,7 +668,9 @@ def resolution_approve(request, pk: int):
     if run is None:
         messages.warning(request, "Nothing was approved: someone decided on this resolution meanwhile.")
         return redirect(back)
-    messages.success(request, f"Approved: queued resolution run #{run.pk} ({len(resolution.calls)} call(s)).")
+    messages.success(
+        request, f"Approved: resolution run #{run.pk} applies it ({len(resolution.calls)} call(s))."
+    )
     return redirect("run_detail", pk=run.pk)
 
 
@@ -667,6 +722,53 @@ def resolution_list(request):
         "sync/resolution_list.html",
         {"filters": filters, "page": page, "query": query, "filtered": bool(request.GET)},
     )
+
+
+# -- overrides of the blast-radius guard ---------------------------------------------------------------------
+
+
+@permission_required(APPROVE, raise_exception=True)
+def override_detail(request, pk: int):
+    """A second admin's decision on an override (four-eyes): GET shows it with its consequence; POST
+    confirms (the changes join the site's resolution run) or rejects with a reason."""
+    override = get_object_or_404(
+        GuardOverride.objects.select_related("site", "requested_by", "decided_by"), pk=pk
+    )
+    covered = override.resolutions.select_related("discrepancy").order_by("pk")
+    reject_form = RejectForm(request.POST if request.POST.get("decision") == "reject" else None)
+    context = {
+        "override": override,
+        "site": override.site,
+        "covered": covered[:BULK_PREVIEW_LIMIT],
+        "covered_count": covered.count(),
+        "reject_form": reject_form,
+        "refusal": _override_refusal(request.user, override),
+    }
+    if request.method != "POST":
+        return render(request, "sync/override_detail.html", context)
+    try:
+        if request.POST.get("decision") == "reject":
+            if not reject_form.is_valid():
+                return render(request, "sync/override_detail.html", context, status=400)
+            resolutions.reject_override(override, request.user, reject_form.cleaned_data["note"])
+            messages.success(request, f"Override #{override.pk} rejected: nothing past the limit is applied.")
+            return redirect("discrepancy_list")
+        run = resolutions.confirm_override(override, request.user)
+    except PermissionDenied as refused:
+        return _refused(request, "sync/override_detail.html", context, str(refused))
+    except resolutions.ResolutionError as exc:
+        messages.error(request, f"Nothing was done: {exc}.")
+        return redirect("override_detail", pk=pk)
+    messages.success(request, f"Override #{override.pk} confirmed: resolution run #{run.pk} applies it.")
+    return redirect("run_detail", pk=run.pk)
+
+
+def _override_refusal(user, override: GuardOverride) -> str:
+    if override.status != OverrideStatus.PENDING:
+        return ""
+    if override.requested_by_id == user.pk:
+        return "Four-eyes rule: a second admin must confirm the override you asked for."
+    return ""
 
 
 # -- starting a reconciliation ------------------------------------------------------------------------------

@@ -51,6 +51,6 @@ def seconds_ago(value) -> str:
 def status_class(status: str) -> str:
     return {
         "succeeded": "ok", "ok": "ok", "running": "info", "queued": "info", "paused": "warn",
-        "skipped": "muted", "failed": "bad", "aborted": "bad", "error": "bad", "conflict": "warn",
-        "pending": "info",
+        "problems": "warn", "cancelled": "muted", "skipped": "muted", "failed": "bad", "aborted": "bad",
+        "error": "bad", "conflict": "warn", "pending": "info",
     }.get(str(status), "muted")  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from integration_hub.testing import HUB_TOKEN
-from monitoring import metrics
+from monitoring import metrics, prometheus
 from monitoring.models import Alert, CallLog, Heartbeat, ProbeResult
 from monitoring.worker_liveness import worker_key
 from sync.choices import DeadLetterStatus, RunKind, RunStatus, TokenStatus
@@ -151,7 +151,7 @@ def test_prometheus_text_parses_and_covers_the_hub(sync_site, clean_redis):
         mapping={"state": "open", "opened_at": repr(now), "reason": "x", "next_probe_at": repr(now + 30)},
     )
 
-    text = metrics.prometheus_text()
+    text = prometheus.prometheus_text()
     samples = _samples(text)
     assert samples['hub_runs{status="aborted"}'] == 1 and samples['hub_runs{status="succeeded"}'] == 0
     assert samples['hub_moodle_calls_recent{site="north",category="transient"}'] == 1

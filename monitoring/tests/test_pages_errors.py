@@ -154,7 +154,7 @@ def test_no_page_or_log_line_shows_the_token(client, operator, sync_site, moodle
         client.get(reverse("metrics"), headers={"Authorization": "Bearer scrape-token-abc"}),
     ]
     assert [p.status_code for p in pages[:5]] == [200] * 5
-    assert "Moodle rejected the token" in pages[0].content.decode()
+    assert "Moodle refused the token" in pages[0].content.decode()
     for page in pages:
         assert HUB_TOKEN not in page.content.decode()
     assert "scrape-token-abc" not in pages[-1].content.decode()

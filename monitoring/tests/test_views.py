@@ -164,7 +164,7 @@ def test_overview_site_state_is_failing_when_the_latest_run_aborted_or_a_functio
     client.force_login(operator)
     state = _overview_state(client)
     assert "state-failing" in state
-    assert f"Run #{run.pk} was aborted" in state and "cannot call core_user_create_users" in state
+    assert f"Run #{run.pk} was stopped" in state and "cannot call core_user_create_users" in state
     assert reverse("run_detail", args=[run.pk]) in state
 
 
@@ -190,8 +190,8 @@ def test_overview_site_state_is_degraded_while_the_breaker_is_open_saying_when_i
     state = _overview_state(client)
     assert "state-degraded" in state
     expected = (
-        f"The breaker opened at {local:%H:%M} because p90 latency 2400 ms &gt; 2000 ms over 12 calls; "
-        f"calls are paused and will be probed again at {local + timedelta(minutes=1):%H:%M}."
+        f"The breaker opened at {local:%H:%M %Z} because p90 latency 2400 ms &gt; 2000 ms over 12 calls; "
+        f"calls are paused and will be probed again at {local + timedelta(minutes=1):%H:%M %Z}."
     )
     assert expected in state
 

@@ -35,6 +35,7 @@ class CallRecord:
     started_at: datetime  # aware UTC
     message: str
     items: int  # list items sent in this request
+    raw: str = ""  # the first bytes of an answer that was not Moodle's JSON: for a "details" toggle only
 
 
 def is_sensitive(name: str) -> bool:

@@ -312,12 +312,19 @@ class MoodleClient:
                 )
                 result, error = self._interpret(function, response)
             except httpx.TimeoutException as exc:
-                error = MoodleError(errors.TRANSIENT, f"timed out ({type(exc).__name__})", function=function)
+                what = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
+                error = MoodleError(
+                    errors.TRANSIENT,
+                    f"the hub could not {what} Moodle in time (a timeout)",
+                    function=function,
+                    raw=type(exc).__name__,
+                )
             except httpx.TransportError as exc:
                 error = MoodleError(
                     errors.TRANSIENT,
-                    f"connection failed ({type(exc).__name__}: {scrub(str(exc), self._token)})",
+                    "the connection to Moodle failed (refused, reset or no route)",
                     function=function,
+                    raw=f"{type(exc).__name__}: {scrub(str(exc), self._token)}",
                 )
             duration_ms = (time.perf_counter() - t0) * 1000
         if error is not None:
@@ -338,22 +345,16 @@ class MoodleClient:
             if isinstance(data, dict) and "exception" in data and "errorcode" in data:
                 return None, self._moodle_error(function, status, data)
             return data, None
-        category = classify(http_status=status, body=text)
-        detail = _excerpt(scrub(text, self._token)) or "empty body"
-        return None, MoodleError(
-            category,
-            f"HTTP {status} {response.reason_phrase}: {detail}",
-            http_status=status,
-            function=function,
-        )
+        return None, self._non_json(function, status, text, response)
 
     def _non_json(self, function: str, status: int, text: str, response: httpx.Response) -> MoodleError:
-        kind = response.headers.get("content-type", "no content type")
+        kind = response.headers.get("content-type", "")
         return MoodleError(
             classify(http_status=status, body=text),
-            f"answer is not JSON ({kind}): {_excerpt(scrub(text, self._token)) or 'empty body'}",
+            errors.http_summary(status, response.reason_phrase, text, kind),
             http_status=status,
             function=function,
+            raw=_excerpt(scrub(text, self._token)) or "(empty body)",
         )
 
     def _moodle_error(self, function: str, status: int, data: dict[str, Any]) -> MoodleError:
@@ -401,6 +402,7 @@ class MoodleClient:
             attempt=attempt,
             started_at=started_at,
             message=str(error) if error else "",
+            raw=(error.raw or "") if error else "",
             items=len(items) if isinstance(items, Sequence) else 0,
         )
         if error is None:

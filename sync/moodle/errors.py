@@ -60,8 +60,49 @@ class BreakerOpen(SeamError):
         return (self.__class__, (self.site, self.reason, self.next_probe_at))
 
 
+# The category in words, and what a person does about it: every error shown on a page ends with these.
+CATEGORY_WORDS = {
+    TRANSIENT: "transient",
+    MAINTENANCE: "maintenance",
+    AUTH: "authorization",
+    CONFIG: "configuration",
+    CONFLICT: "conflict",
+    CLIENT_FAULT: "refused data",
+}
+ADVICE = {
+    TRANSIENT: "The hub retries it; if it keeps failing, check Moodle's server and the network to it.",
+    MAINTENANCE: "Runs wait and continue when Moodle is back.",
+    AUTH: "Check the token on the site's token page: expired, revoked, IP restriction, the service's "
+    "functions or its user's capabilities.",
+    CONFIG: "Add the function to the hub's external service in Moodle.",
+    CONFLICT: "Another Moodle user holds the username or email: settle it on the conflict's page.",
+    CLIENT_FAULT: "Moodle does not accept the values sent: check this person's data in the source.",
+}
+
+
+def http_summary(status: int, reason: str, body: str, content_type: str = "") -> str:
+    """What a non-JSON answer means, in words: the raw bytes are kept apart, for the call's details."""
+    html = "html" in content_type.lower() or body.lstrip().lower().startswith(("<!doctype", "<html"))
+    if status in (502, 504):
+        return f"HTTP {status} from a proxy in front of Moodle: Moodle did not answer"
+    if status == 503:
+        if _MAINTENANCE_TEXT.search(body):
+            return "HTTP 503: Moodle is in maintenance mode (set from the command line)"
+        return "HTTP 503: Moodle is unavailable"
+    if status == 403 and not body.strip():
+        return "HTTP 403 with an empty answer: web services or the REST protocol are disabled in Moodle"
+    if status == 200:
+        what = "an HTML page" if html else f"an answer that is not JSON ({content_type or 'no type'})"
+        return f"Moodle answered with {what} instead of JSON: a PHP error or a page from a proxy"
+    return f"HTTP {status} {reason}: an unexpected answer" + (" (an HTML page)" if html else "")
+
+
 class MoodleError(SeamError):
-    """A failed Moodle call, with everything Moodle told us and the category that decides what next."""
+    """A failed Moodle call, with everything Moodle told us and the category that decides what next.
+
+    ``str()`` is a sentence for people: what failed, the category, the errorcode and what to do. The first
+    bytes of an answer that was not Moodle's JSON are kept apart in ``raw``, never in the sentence.
+    """
 
     def __init__(
         self,
@@ -73,8 +114,10 @@ class MoodleError(SeamError):
         debuginfo: str | None = None,
         http_status: int | None = None,
         function: str | None = None,
+        raw: str | None = None,
     ) -> None:
         self.category = category
+        self.raw = raw
         self.exception = exception
         self.errorcode = errorcode
         self.message = message
@@ -98,11 +141,26 @@ class MoodleError(SeamError):
         return self.category in STOPS_RUN
 
     def __str__(self) -> str:
-        head = f"{self.function}: " if self.function else ""
-        code = f"[{self.errorcode}] " if self.errorcode else ""
-        status = f" (HTTP {self.http_status})" if self.http_status not in (None, 200) else ""
+        return f"{self.summary()} {self.advice()}".strip()
+
+    def advice(self) -> str:
+        """What a person does about it."""
+        if self.category == CLIENT_FAULT and self.raw is not None and self.errorcode is None:
+            # Not Moodle's JSON error: a PHP fatal or a proxy's page, not the person's data.
+            return (
+                "Check the web server and PHP error logs of the Moodle site (the call's details show "
+                "the page)."
+            )
+        return ADVICE.get(self.category, "")
+
+    def summary(self) -> str:
+        """What failed, with the category and errorcode, without the advice."""
+        head = f"{self.function} failed: " if self.function else ""
         debug = f" — {self.debuginfo}" if self.debuginfo else ""
-        return f"{head}{self.category}: {code}{self.message}{debug}{status}"
+        words = CATEGORY_WORDS.get(self.category, self.category)
+        code = f", {self.errorcode}" if self.errorcode else ""
+        message = (self.message or "no message").rstrip(".")
+        return f"{head}{message}{debug} ({words}{code})."
 
 
 def classify(

@@ -87,7 +87,7 @@ class CsvSource:
             try:
                 stream = self.path.open("rb")
             except OSError as exc:
-                raise SourceError(f"cannot open CSV file {self.path}: {exc.strerror}") from None
+                raise SourceError(f"cannot open the CSV file {self.path.name}: {exc.strerror}") from None
             with stream:
                 yield from self._read(stream)
         else:
@@ -118,7 +118,7 @@ class CsvSource:
             except StopIteration:
                 return
             except csv.Error as exc:
-                row, problem = None, str(exc)
+                row, problem = None, _plain(exc)
             start, consumed = consumed + 1, reader.line_num
             origin = f"line {start}"
             bad_line = lines.first_error_between(start, consumed)
@@ -139,28 +139,45 @@ class CsvSource:
             yield SourceRecord(external_id, fields, origin, error)
 
     def _header(self, reader, lines: _DecodedLines) -> list[str]:
-        for row in reader:
-            if not row:
-                continue
-            line = reader.line_num
-            problem = lines.first_error_between(1, line)
-            if problem:
-                raise SourceError(f"CSV header: {problem}")
-            header = [name.strip() for name in row]
-            seen: set[str] = set()
-            for position, name in enumerate(header, start=1):
-                if not name:
-                    raise SourceError(f"CSV header (line {line}): column {position} has an empty name")
-                if name in seen:
-                    raise SourceError(f"CSV header (line {line}): duplicate column {name!r}")
-                seen.add(name)
-            if self.id_column not in seen:
-                raise SourceError(
-                    f"CSV header (line {line}): id column {self.id_column!r} not found "
-                    f"(columns: {', '.join(header)})"
-                )
-            return header
-        raise SourceError("the CSV file is empty: a header row is required")
+        try:
+            row = next((row for row in reader if row), None)
+        except csv.Error as exc:
+            raise SourceError(
+                f"CSV header (line {reader.line_num}): {_plain(exc)}; is this a CSV export (UTF-8 text, one "
+                "person per line)?"
+            ) from None
+        if row is None:
+            raise SourceError("the CSV file is empty: a header row is required")
+        line = reader.line_num
+        problem = lines.first_error_between(1, line)
+        if problem:
+            raise SourceError(f"CSV header: {problem}")
+        header = [name.strip() for name in row]
+        seen: set[str] = set()
+        for position, name in enumerate(header, start=1):
+            if not name:
+                raise SourceError(f"CSV header (line {line}): column {position} has an empty name")
+            if name in seen:
+                raise SourceError(f"CSV header (line {line}): duplicate column {name!r}")
+            seen.add(name)
+        if self.id_column not in seen:
+            raise SourceError(
+                f"CSV header (line {line}): id column {self.id_column!r} not found "
+                f"(columns: {', '.join(header)})"
+            )
+        return header
+
+
+def _plain(error: csv.Error) -> str:
+    """The csv module's complaint in words an operator understands."""
+    text = str(error)
+    if "NUL" in text:
+        return "it contains NUL bytes, so it is a binary file, not text"
+    if "new-line character seen in unquoted field" in text:
+        return "a line break inside a field that is not in quotes"
+    if "expected" in text and "after" in text:
+        return "a quote in the middle of a field (fields with quotes must be wholly quoted)"
+    return "its quoting is broken"
 
 
 def _sniff_delimiter(sample: bytes, encoding: str) -> str:

@@ -162,8 +162,10 @@ class HttpJsonSource:
             retry_after = None
             try:
                 response = client.get(url, params=params)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except httpx.TimeoutException:
+                problem = "no answer in time (a timeout)"
+            except httpx.TransportError:
+                problem = "the connection failed (refused, reset or no route)"
             else:
                 status = response.status_code
                 if status in (401, 403):

@@ -157,7 +157,7 @@ def _reason(exc: SQLAlchemyError) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig) if orig is not None else str(exc)
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return " ".join(lines[:3]) or type(exc).__name__
+    return " ".join(lines[:3]) or "the database refused it without a reason"
 
 
 def _sqlite_query_only(dbapi_connection, _record) -> None:

@@ -4,10 +4,9 @@ import json
 from datetime import timedelta
 
 from django import template
-from django.db.models import Count
 
-from sync.choices import ConflictStatus, DeadLetterStatus, DiscrepancyKind, DiscrepancyStatus, SyncStatus
-from sync.models import Conflict, DeadLetter, Discrepancy, SyncRecord
+from sync.choices import ConflictStatus, DiscrepancyKind, DiscrepancyStatus
+from sync.models import Conflict, Discrepancy
 
 register = template.Library()
 
@@ -28,29 +27,6 @@ def duration(value: timedelta | None) -> str:
 @register.filter
 def item(mapping: dict, key):
     return mapping.get(key) if mapping else None
-
-
-@register.simple_tag
-def problem_counts(rows) -> dict[int, dict[str, int]]:
-    """Open conflicts, discrepancies waiting for approval, open dead letters and records in error per site,
-    for the overview: one grouped query each for all sites, not one per site."""
-    site_ids = [row["site"].pk for row in rows]
-    counts: dict[int, dict[str, int]] = {
-        site_id: {"conflicts": 0, "discrepancies": 0, "dead_letters": 0, "errors": 0} for site_id in site_ids
-    }
-    sources = (
-        ("conflicts", Conflict.objects.filter(status=ConflictStatus.OPEN)),
-        ("discrepancies", Discrepancy.objects.filter(status__in=DiscrepancyStatus.waiting())),
-        ("dead_letters", DeadLetter.objects.filter(status=DeadLetterStatus.OPEN)),
-        ("errors", SyncRecord.objects.filter(sync_status=SyncStatus.ERROR)),
-    )
-    for name, queryset in sources:
-        grouped = (
-            queryset.filter(site_id__in=site_ids).values_list("site_id").annotate(n=Count("pk")).order_by()
-        )
-        for site_id, n in grouped:
-            counts[site_id][name] = n
-    return counts
 
 
 @register.filter

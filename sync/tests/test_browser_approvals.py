@@ -52,7 +52,7 @@ def test_admin_approves_a_drift_resolution_from_the_page_and_sees_it_applied(
 
             run = SyncRun.objects.get(kind=RunKind.RESOLUTION)
             page.wait_for_url(f"**/runs/{run.pk}/")
-            assert page.get_by_text(f"Approved: queued resolution run #{run.pk}").is_visible()
+            assert page.get_by_text(f"Approved: resolution run #{run.pk} applies it").is_visible()
             # No reload: htmx refreshes the progress block until the worker has applied the resolution.
             page.locator("#run-progress .pill", has_text="Succeeded").wait_for(timeout=60_000)
         finally:

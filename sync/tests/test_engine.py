@@ -8,9 +8,17 @@ import pytest
 from integration_hub.testing import person, write_csv
 from monitoring.models import Alert, CallLog
 from sync import engine
-from sync.choices import ConflictKind, RunKind, RunStatus, SyncStatus
+from sync.choices import (
+    ConflictKind,
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    ResolutionAction,
+    RunKind,
+    RunStatus,
+    SyncStatus,
+)
 from sync.locks import RunLock
-from sync.models import Conflict, DeadLetter, RecordEvent, SyncRecord, SyncRun
+from sync.models import Conflict, DeadLetter, Discrepancy, RecordEvent, SyncRecord, SyncRun
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +103,31 @@ def test_blast_radius_guard_suspends_nobody_when_half_the_source_is_gone(sync_si
     assert not any(u["suspended"] for u in moodle.people().values())
     alert = Alert.objects.get(key=f"blast_radius:{sync_site.slug}")
     assert "15 people left the source" in alert.title
-    assert run.events.filter(message__startswith="Would suspend 15 users").exists()
+    # Not a green run: the guard held work back, names who, and leaves one decision per person.
+    assert run.status == RunStatus.PROBLEMS and run.blocked == 15
+    assert "15 suspensions held back by the guard" in run.abort_reason
+    held = run.events.get(message__startswith="The blast-radius guard held back suspensions")
+    assert "15 people left the source" in held.message and "50 % of the 30 linked users" in held.message
+    assert "E00016 (" in held.message  # the first examples, by name
+    assert held.link.startswith("/discrepancies/?") and "kind=left_source" in held.link
+    waiting = Discrepancy.objects.filter(site=sync_site, kind=DiscrepancyKind.LEFT_SOURCE)
+    assert waiting.count() == 15 and set(waiting.values_list("status", flat=True)) == {
+        DiscrepancyStatus.BLOCKED
+    }
+    assert set(waiting.values_list("proposed_action", flat=True)) == {ResolutionAction.SUSPEND}
+
+
+def test_held_back_suspensions_are_not_repeated_by_the_next_run(sync_site, moodle, people_csv):
+    run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
+    write_csv(people_csv, [person(n) for n in range(1, 16)])
+    run_sync(sync_site, moodle)
+    write_csv(people_csv, [person(n) for n in range(1, 17)])  # E00016 is back
+    second = run_sync(sync_site, moodle)
+    waiting = Discrepancy.objects.filter(
+        site=sync_site, kind=DiscrepancyKind.LEFT_SOURCE, status=DiscrepancyStatus.BLOCKED
+    )
+    assert waiting.count() == 14 and set(waiting.values_list("run_id", flat=True)) == {second.pk}
+    assert not waiting.filter(external_id="E00016").exists()
 
 
 def test_conflicts_are_detected_with_debugging_off(sync_site, moodle, people_csv):
@@ -115,7 +147,7 @@ def test_conflicts_are_detected_with_debugging_off(sync_site, moodle, people_csv
         {"username": "exact", "email": "user00007@example.edu", "firstname": "E", "lastname": "F"},
     )
     run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
-    assert run.status == RunStatus.SUCCEEDED
+    assert run.status == RunStatus.PROBLEMS  # it left conflicts or errors behind
     assert run.conflicts == 3 and run.created == 27
     kinds = dict(Conflict.objects.values_list("record__external_id", "kind"))
     assert kinds == {
@@ -157,7 +189,7 @@ def test_bad_records_are_isolated_and_the_rest_written(sync_site, moodle, people
     rows[7]["lang"] = "xx"  # well-formed, but no such language pack: only Moodle knows, and refuses
     write_csv(people_csv, rows)
     run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
-    assert run.status == RunStatus.SUCCEEDED
+    assert run.status == RunStatus.PROBLEMS  # it left conflicts or errors behind
     people = moodle.people()
     assert len(people) == 28 and "E00005" not in people and "E00008" not in people
     invalid = SyncRecord.objects.get(external_id="E00005")
@@ -192,7 +224,8 @@ def test_token_revoked_mid_run_aborts_with_no_call_after_the_auth_error(sync_sit
 def test_transient_failures_after_retries_become_dead_letters(sync_site, moodle):
     moodle.control("POST", "inject", {"kinds": ["503"] * 4, "function": "core_user_create_users"})
     run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
-    assert run.status == RunStatus.SUCCEEDED
+    # A run that left dead letters is never green, nor the last clean sync.
+    assert run.status == RunStatus.PROBLEMS and run.abort_reason.startswith("it left 10 dead letters")
     assert run.dead_lettered == 10 and run.created == 20
     letter = DeadLetter.objects.first()
     assert letter.function == "core_user_create_users" and letter.http_status == 503

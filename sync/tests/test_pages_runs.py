@@ -306,7 +306,7 @@ def test_cancel_asks_for_confirmation_then_ends_a_queued_run(signed_in, site):
     response = signed_in.post(reverse("run_cancel", args=[run.pk]))
     assert response.status_code == 302
     run.refresh_from_db()
-    assert run.status == RunStatus.ABORTED and run.finished_at is not None
+    assert run.status == RunStatus.CANCELLED and run.finished_at is not None
     assert RunEvent.objects.filter(run=run, message="Cancelled by operator").exists()
 
 

@@ -66,6 +66,8 @@ def seed_drift_of_every_kind(moodle, people_csv) -> dict:
 def test_reconcile_finds_every_kind_applies_safe_fixes_and_approved_ones(
     synced, moodle, people_csv, hub_admin
 ):
+    synced.max_removal_percent = 20  # three destructive approvals at once on a site of 31 (tested apart)
+    synced.save()
     seeded = seed_drift_of_every_kind(moodle, people_csv)
     run = execute(synced, moodle, RunKind.RECONCILE)
     assert run.status == RunStatus.SUCCEEDED, run.abort_reason
@@ -120,7 +122,7 @@ def test_blast_radius_guard_stops_a_source_that_lost_half_its_rows(synced, moodl
     write_csv(people_csv, [person(n) for n in range(1, 16) if n != 3])  # E00016-E00030 lost
     moodle.reset_stats()
     run = execute(synced, moodle, RunKind.RECONCILE)
-    assert run.status == RunStatus.SUCCEEDED
+    assert run.status == RunStatus.PROBLEMS and run.blocked == 15
     blocked = Discrepancy.objects.filter(run=run, kind=DiscrepancyKind.ORPHAN_IN_MOODLE)
     assert blocked.count() == 15 and set(blocked.values_list("status", flat=True)) == {
         DiscrepancyStatus.BLOCKED
@@ -128,9 +130,10 @@ def test_blast_radius_guard_stops_a_source_that_lost_half_its_rows(synced, moodl
     assert moodle.write_calls() == 0
     assert not any(u["suspended"] for n, u in moodle.people().items() if n != "E00003")
     alert = Alert.objects.get(key=f"blast_radius:{synced.slug}")
-    assert (
-        "would suspend 15 users, 50 % of the site" in alert.detail and "Nothing was suspended" in alert.detail
-    )
+    assert "suspends 15 users = 50 % of the 30 linked users" in alert.detail
+    assert "Nothing was suspended" in alert.detail and "First of them: Moodle user" in alert.detail
+    event = run.events.get(message__startswith="The blast-radius guard held back")
+    assert event.link_label == "Decide on the 15 held-back suspensions" and f"run={run.pk}" in event.link
 
 
 def test_a_suspiciously_small_listing_is_an_error_not_no_orphans(synced, moodle):
@@ -191,12 +194,16 @@ def test_a_duplicate_nobody_should_link_is_dismissed_with_a_reason(synced, moodl
     assert (trail.status, trail.decided_by, trail.calls) == (ResolutionStatus.REJECTED, hub_admin, [])
 
 
-def test_approved_resolutions_of_a_run_that_never_ran_can_be_proposed_again(
-    synced, moodle, people_csv, hub_admin, clean_redis
+def test_an_approval_whose_run_finds_the_site_busy_waits_and_is_applied_after(
+    synced, moodle, people_csv, hub_admin, clean_redis, monkeypatch
 ):
     from sync.locks import RunLock
     from sync.models import SyncRun
 
+    retries = []
+    monkeypatch.setattr(
+        engine, "send_run", lambda run_id, countdown=None: retries.append((run_id, countdown))
+    )
     seed_drift_of_every_kind(moodle, people_csv)
     execute(synced, moodle, RunKind.RECONCILE)
     orphan = Discrepancy.objects.get(kind=DiscrepancyKind.ORPHAN_IN_MOODLE)
@@ -206,10 +213,16 @@ def test_approved_resolutions_of_a_run_that_never_ran_can_be_proposed_again(
     lock = RunLock(clean_redis, synced.slug, holder.pk, ttl_s=30)
     assert lock.acquire()
     try:
-        run = engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
+        waiting = engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
     finally:
         lock.release()
-    assert run.status == RunStatus.SKIPPED
+    # Not skipped, not failed: back in the queue, retried later, and the approval still stands.
+    assert waiting.status == RunStatus.QUEUED and f"waiting for run #{holder.pk}" in waiting.abort_reason
+    assert retries == [(run.pk, 15.0)]
     proposal.refresh_from_db()
-    assert proposal.status == ResolutionStatus.FAILED and f"run #{run.pk} ended" in proposal.outcome
-    assert resolutions.propose(action=orphan.proposed_action, discrepancy=orphan)  # not stuck
+    orphan.refresh_from_db()
+    assert proposal.status == ResolutionStatus.APPROVED and orphan.status == DiscrepancyStatus.APPROVED
+    done = engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
+    assert done.status == RunStatus.SUCCEEDED and done.suspended == 1
+    proposal.refresh_from_db()
+    assert proposal.status == ResolutionStatus.APPLIED

@@ -154,8 +154,21 @@ def test_header_problems_fail_the_source(data, message):
 
 def test_missing_file_fails_the_source(tmp_path):
     source = open_source({"kind": "csv", "path": str(tmp_path / "nope.csv"), "id_column": "id"})
-    with pytest.raises(SourceError, match="cannot open CSV file"):
+    with pytest.raises(SourceError, match=r"cannot open the CSV file nope\.csv: No such file") as caught:
         list(source.records())
+    assert str(tmp_path) not in str(caught.value)  # the server's folders are not for the pages
+
+
+def test_a_binary_file_is_refused_in_words_at_its_header(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"id,name\x00\x01\x02,\x00\x00\x00\rIHDR\x00\n1,a\n")
+    source = open_source({"kind": "csv", "path": str(path), "id_column": "id"})
+    with pytest.raises(SourceError) as caught:
+        list(source.records())
+    assert str(caught.value) == (
+        "CSV header (line 1): a line break inside a field that is not in quotes; is this a CSV export "
+        "(UTF-8 text, one person per line)?"
+    )
 
 
 @pytest.mark.parametrize(

@@ -39,5 +39,5 @@ class Command(BaseCommand):
             for kind, statuses in sorted(by_kind.items()):
                 detail = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
                 self.stdout.write(f"  {kind}: {sum(statuses.values())} ({detail})")
-        if run.status != "succeeded":
+        if run.status not in ("succeeded", "problems"):
             raise CommandError(f"run #{run.pk} {run.status}")

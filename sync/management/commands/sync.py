@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from sync import engine, runs
-from sync.choices import RunKind
+from sync.choices import RunKind, RunStatus
 from sync.models import MoodleSite, SyncRun
 
 
@@ -57,7 +57,10 @@ class Command(BaseCommand):
             return
         run = engine.execute(run.pk)
         self._print(summary(run), json, None)
-        if run.status not in ("succeeded",):
+        if run.status == RunStatus.PROBLEMS:
+            # Finished, but with work left for a person: not a failure of the command, not a clean sync.
+            self.stderr.write(f"run #{run.pk} finished with problems: {run.abort_reason}")
+        elif run.status != RunStatus.SUCCEEDED:
             raise CommandError(f"run #{run.pk} {run.status}: {run.abort_reason}")
 
     def _print(self, data: dict, as_json: bool, note: str | None) -> None:

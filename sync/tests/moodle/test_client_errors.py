@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from sync.moodle import errors
-from sync.moodle.client import MoodleClient
+from sync.moodle.client import MoodleClient, RetryPolicy
 from sync.moodle.errors import MoodleError
 
 DEBUG_LEVELS = [False, True, "developer"]
@@ -111,7 +111,10 @@ def test_rest_disabled_is_403_auth(debug, sim, make_client):
     sim.config(rest_enabled=False)
     error = expect(make_client().get_site_info, errors.AUTH)
     assert error.http_status == 403
-    assert "empty body" in error.message
+    assert error.message == (
+        "HTTP 403 with an empty answer: web services or the REST protocol are disabled in Moodle"
+    )
+    assert error.raw == "(empty body)"
 
 
 def test_weak_password_is_a_client_fault_that_shows_the_policy(debug, make_client):
@@ -230,8 +233,30 @@ def test_php_fatal_or_proxy_page_is_reported_not_decoded(sim, redis_client, site
         "http://moodle.test", "t" * 32, site=site_name, redis=redis_client, transport=transport
     )
     error = expect(client.get_site_info, errors.CLIENT_FAULT)
-    assert "not JSON (text/html)" in error.message
-    assert "Fatal error" in error.message
+    # Summarised for people; the page's first bytes are kept apart, for the call's details only.
+    assert error.message == (
+        "Moodle answered with an HTML page instead of JSON: a PHP error or a page from a proxy"
+    )
+    assert "<html" not in str(error) and "Fatal error" in error.raw
+    assert "PHP error logs" in str(error)
+    client.close()
+
+
+def test_a_proxy_502_is_summarised_and_its_page_kept_for_the_details(sim, redis_client, site_name):
+    page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(502, text=page, headers={"content-type": "text/html"})
+    )
+    client = MoodleClient(
+        "http://moodle.test", "t" * 32, site=site_name, redis=redis_client, transport=transport,
+        retry=RetryPolicy(attempts=1),
+    )  # fmt: skip
+    error = expect(client.get_site_info, errors.TRANSIENT)
+    assert str(error).startswith(
+        "core_webservice_get_site_info failed: HTTP 502 from a proxy in front of Moodle: Moodle did not "
+        "answer (transient)."
+    )
+    assert "<html" not in str(error) and "502 Bad Gateway" in error.raw
     client.close()
 
 
@@ -249,7 +274,7 @@ def test_timeouts_are_transient(redis_client, site_name):
         sleep=slept.append,
     )
     error = expect(client.get_site_info, errors.TRANSIENT)
-    assert "timed out" in error.message
+    assert "in time (a timeout)" in error.message and error.raw == "ReadTimeout"
     assert len(slept) == 3  # four attempts by default
     client.close()
 

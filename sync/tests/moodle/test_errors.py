@@ -65,10 +65,15 @@ def test_moodle_error_says_what_happened():
         http_status=200,
         function="core_user_create_users",
     )
+    # A sentence for people: what failed, the category in words, the errorcode, then what to do.
     assert str(error) == (
-        "core_user_create_users: auth: [accessexception] Access control exception"
-        " — Access to the function core_user_create_users() is not allowed."
+        "core_user_create_users failed: Access control exception"
+        " — Access to the function core_user_create_users() is not allowed. (authorization, accessexception)."
+        " Check the token on the site's token page: expired, revoked, IP restriction, the service's"
+        " functions or its user's capabilities."
     )
+    refused = MoodleError(errors.CLIENT_FAULT, "x", exception="invalid_parameter_exception")
+    assert "exception" not in str(refused)  # Moodle's class names never reach a page
     assert error.stops_run and not error.retryable
     assert MoodleError(errors.MAINTENANCE, "x").retryable
 

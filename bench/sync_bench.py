@@ -101,15 +101,16 @@ def sim_calls() -> dict:
 def phase_bootstrap(people: int) -> dict:
     """Runs in its own process: bootstrap `people` people, report calls, time and peak RSS."""
     django_setup()
-    from sync import engine
     from sync.choices import RunKind
+    from sync.models import SyncRun
+    from sync.run import engine
 
     folder = Path(tempfile.mkdtemp(prefix="bench-"))
     write_people(folder / "people.csv", people)
     site = make_site("bench-bootstrap", folder / "people.csv")
     httpx.post(f"{SIM_URL}/_sim/reset", timeout=30)
     started = time.monotonic()
-    run = engine.execute(engine.queue_run(site, RunKind.BOOTSTRAP).pk)
+    run = engine.execute(SyncRun.objects.queue(site, RunKind.BOOTSTRAP).pk)
     elapsed = time.monotonic() - started
     calls = sum(sim_calls().values())
     floor = throttle_floor(calls, site.min_spacing_ms / 1000, site.calls_per_minute)
@@ -130,10 +131,10 @@ def phase_bootstrap(people: int) -> dict:
 def phase_incremental(people: int) -> dict:
     """Runs in its own process: `people` unchanged records, one incremental run."""
     django_setup()
-    from sync import engine
     from sync.choices import RunKind, SyncStatus
     from sync.mapping import Mapping
-    from sync.models import SyncRecord
+    from sync.models import SyncRecord, SyncRun
+    from sync.run import engine
     from sync.sources import open_source
 
     folder = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -159,7 +160,7 @@ def phase_incremental(people: int) -> dict:
     httpx.post(f"{SIM_URL}/_sim/reset", timeout=30)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.monotonic()
-    run = engine.execute(engine.queue_run(site, RunKind.INCREMENTAL).pk)
+    run = engine.execute(SyncRun.objects.queue(site, RunKind.INCREMENTAL).pk)
     elapsed = time.monotonic() - started
     calls = sim_calls()
     writes = sum(n for fn, n in calls.items() if fn.startswith(("core_user_create", "core_user_update")))

@@ -69,7 +69,7 @@ def sign(secret: str, body: bytes) -> str:
 def alert_url(alert: Alert) -> str:
     """Where the notice points: the alerts page filtered to this kind of alert. Absolute when
     HUB_BASE_URL is configured (workers have no request to build it from)."""
-    path = reverse("alert_list") + f"?kind={alert.kind}"
+    path = reverse("monitoring:alert_list") + f"?kind={alert.kind}"
     return getattr(settings, "HUB_BASE_URL", "").rstrip("/") + path
 
 

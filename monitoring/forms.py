@@ -3,8 +3,8 @@
 from django import forms
 from django.db.models import QuerySet
 
-from sync.forms import FilterForm
 from sync.models import MoodleSite
+from web.filters import FilterForm
 
 from .metrics import CATEGORIES, CATEGORY_LABELS, OK, WINDOWS
 

@@ -7,7 +7,7 @@ from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from sync.forms import FilterForm, _site_field, _with_any
+from web.filters import FilterForm, site_field, with_any
 
 from .kinds import AlertKind
 from .models import Alert, AlertChannel
@@ -16,10 +16,10 @@ KIND_LABELS = dict(AlertKind.choices)
 
 
 class AlertFilterForm(FilterForm):
-    site = _site_field()
-    status = forms.ChoiceField(choices=_with_any(Alert.Status.choices), required=False)
+    site = site_field()
+    status = forms.ChoiceField(choices=with_any(Alert.Status.choices), required=False)
     kind = forms.ChoiceField(
-        choices=_with_any(sorted(KIND_LABELS.items(), key=lambda c: c[1])), required=False
+        choices=with_any(sorted(KIND_LABELS.items(), key=lambda c: c[1])), required=False
     )
 
     def __init__(self, data=None, **kwargs) -> None:

@@ -22,13 +22,12 @@ from django.conf import settings
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from sync.connect import NoActiveToken, client_for
-from sync.engine import SYNC_FUNCTIONS
 from sync.models import MoodleSite
 from sync.moodle import errors
 from sync.moodle.breaker import PROBE_FUNCTION
-from sync.moodle.client import RetryPolicy
+from sync.moodle.client import SYNC_FUNCTIONS, RetryPolicy
 from sync.moodle.errors import BreakerOpen, MoodleError, SeamError, ThrottleTimeout
+from sync.run.connect import NoActiveToken, client_for
 
 from .alerts import raise_alert, resolve_alert
 from .kinds import AlertKind, auth_key, missing_function_key

@@ -19,10 +19,10 @@ from django.db.models.fields import DateTimeField
 from django.utils import timezone
 
 from sync.choices import RunStatus
-from sync.connect import shared_redis
 from sync.models import MoodleSite, SyncRun
 from sync.moodle import errors
 from sync.moodle.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerConfig, BreakerState
+from sync.run.connect import shared_redis
 
 from .models import CallLog
 

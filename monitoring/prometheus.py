@@ -11,8 +11,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from sync.choices import DeadLetterStatus, RunStatus, TokenStatus
-from sync.connect import shared_redis
 from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncRun
+from sync.run.connect import shared_redis
 
 from .metrics import Percentile, breaker_value
 from .models import Alert, CallLog, Heartbeat, ProbeResult

@@ -153,7 +153,7 @@ def _auth_problem(site: MoodleSite, refused: list[dict], alert: Alert | None) ->
         .first()
     )
     if standby is not None:
-        page = _url("site_tokens", site.slug, fallback=f"/sites/{site.slug}/tokens/")
+        page = _url("sync:site_tokens", site.slug, fallback=f"/sites/{site.slug}/tokens/")
         offer = (
             f"A verified standby token {standby.masked} exists: if it should replace {masked}, promote it on "
             f"the token page ({page}). The hub never switches tokens by itself."
@@ -197,7 +197,7 @@ def stuck_runs(now: datetime) -> list[Problem]:
         .filter(progress__lt=quiet)
         .select_related("site")
     )
-    locks = _url("locks", fallback="/locks/")
+    locks = _url("sync:locks", fallback="/locks/")
     return [
         Problem(
             f"stuck_run:{run.pk}",
@@ -264,7 +264,7 @@ def token_expiry(now: datetime) -> list[Problem]:
         if not passed:
             continue
         threshold = passed[0]
-        page = _url("site_tokens", token.site.slug, fallback=f"/sites/{token.site.slug}/tokens/")
+        page = _url("sync:site_tokens", token.site.slug, fallback=f"/sites/{token.site.slug}/tokens/")
         when = "has expired" if days < 0 else f"expires in {days} day(s)"
         problems.append(
             Problem(
@@ -317,11 +317,11 @@ def breaker_open(now: datetime) -> list[Problem]:
 
 def stale_locks(now: datetime) -> list[Problem]:
     """A run lock whose owner stopped heart-beating: every later run of the site waits behind it."""
-    from sync.connect import shared_redis
-    from sync.locks import lock_info
+    from sync.run.connect import shared_redis
+    from sync.run.locks import lock_info
 
     client = shared_redis()
-    locks = _url("locks", fallback="/locks/")
+    locks = _url("sync:locks", fallback="/locks/")
     problems = []
     for site in MoodleSite.objects.all():
         info = lock_info(client, site.slug)
@@ -492,7 +492,7 @@ def scheduler_silent(now: datetime) -> list[Problem]:
 
 def workers_silent(now: datetime) -> list[Problem]:
     """No worker has refreshed its liveness key: queued runs and notices wait."""
-    from sync.connect import shared_redis
+    from sync.run.connect import shared_redis
 
     if next(iter(shared_redis().scan_iter(WORKER_KEYS, count=100)), None) is not None:
         return []

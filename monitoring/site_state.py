@@ -308,8 +308,8 @@ class _Findings:
         self.transient = facts.transient.get(site.pk, (0, 0))
         self.now = now
         self.active = next((t for t in site.tokens.all() if t.status == TokenStatus.ACTIVE), None)
-        self.tokens_url = _url("site_tokens", site.slug) or _url("site_detail", site.slug)
-        self.errors_url = _url("errors", query={"site": site.slug})
+        self.tokens_url = _url("sync:site_tokens", site.slug) or _url("sync:site_detail", site.slug)
+        self.errors_url = _url("monitoring:errors", query={"site": site.slug})
         self.found: list[Finding] = []
         self.covered: set[str] = set()  # alert kinds a fact already explains
 
@@ -331,7 +331,7 @@ class _Findings:
                 f"Run #{self.paused.pk} is paused"
                 + (f": {_short(self.paused.abort_reason)}" if self.paused.abort_reason else "."),
                 "Resume it from its page when ready: its records wait until then.",
-                _url("run_detail", self.paused.pk),
+                _url("sync:run_detail", self.paused.pk),
                 f"Run #{self.paused.pk}",
             )
         return self.found
@@ -427,7 +427,7 @@ class _Findings:
                 f"The token cannot call {names}.",
                 "Add the missing function(s) to the hub's external service in Moodle (Site administration, "
                 "Server, Web services, External services); the next probe clears this.",
-                _url("site_detail", self.site.slug),
+                _url("sync:site_detail", self.site.slug),
                 "Site",
                 (AlertKind.CONFIG,),
             )
@@ -470,7 +470,7 @@ class _Findings:
                     else "Fix the cause named in the run, then resume it: the records not sent are still "
                     "pending."
                 ),
-                self.tokens_url if auth else _url("run_detail", run.pk),
+                self.tokens_url if auth else _url("sync:run_detail", run.pk),
                 "Token page" if auth else label,
                 (AlertKind.AUTH_FAILURE,) if auth else (AlertKind.CONFIG,),
             )
@@ -480,7 +480,7 @@ class _Findings:
                 "run_failed",
                 f"Run #{run.pk} failed: {_short(run.abort_reason) or 'no reason recorded'}",
                 "The next scheduled run retries what is pending; open the run if it keeps failing.",
-                _url("run_detail", run.pk),
+                _url("sync:run_detail", run.pk),
                 label,
                 (AlertKind.STUCK_RUN, AlertKind.RUN_BUDGET),
             )
@@ -491,7 +491,7 @@ class _Findings:
                 f"Run #{run.pk} ({run.get_kind_display().lower()}) finished with problems: "
                 f"{_short(run.abort_reason)}",
                 "Open the run: each counter links to what it left behind.",
-                _url("run_detail", run.pk),
+                _url("sync:run_detail", run.pk),
                 label,
             )
 
@@ -542,7 +542,7 @@ class _Findings:
                 )
                 + " for a second admin.",
                 "A second admin confirms or rejects it on the Discrepancies page.",
-                _url("discrepancy_list", query={"site": slug}),
+                _url("sync:discrepancy_list", query={"site": slug}),
                 "Discrepancies",
                 (AlertKind.GUARD_OVERRIDE,),
             )
@@ -553,7 +553,7 @@ class _Findings:
                 f"{_plural(counts['dead_letters'], 'dead letter waits', 'dead letters wait')} for a retry: "
                 "Moodle kept failing these writes.",
                 "Retry them once Moodle is well (or discard them with a reason).",
-                _url("deadletter_list", query={"site": slug}),
+                _url("sync:deadletter_list", query={"site": slug}),
                 "Dead letters",
             )
         if counts["blocked"]:
@@ -563,7 +563,7 @@ class _Findings:
                 f"{_plural(counts['blocked'], 'suspension was', 'suspensions were')} held back by the "
                 "blast-radius guard and wait for an admin.",
                 "Check the source first (a truncated export?); then approve with an override or reject.",
-                _url("discrepancy_list", query={"site": slug, "status": DiscrepancyStatus.BLOCKED}),
+                _url("sync:discrepancy_list", query={"site": slug, "status": DiscrepancyStatus.BLOCKED}),
                 "Held-back suspensions",
                 (AlertKind.BLAST_RADIUS,),
             )
@@ -574,7 +574,7 @@ class _Findings:
                 "discrepancies",
                 f"{_plural(others, 'discrepancy waits', 'discrepancies wait')} for an admin's decision.",
                 "Review them on the Discrepancies page.",
-                _url("discrepancy_list", query={"site": slug}),
+                _url("sync:discrepancy_list", query={"site": slug}),
                 "Discrepancies",
             )
         if counts["conflicts"]:
@@ -584,7 +584,7 @@ class _Findings:
                 f"{_plural(counts['conflicts'], 'conflict is', 'conflicts are')} open: those people are not "
                 "synced until someone decides.",
                 "Propose a link, a rename or ignore on each conflict's page.",
-                _url("conflict_list", query={"site": slug}),
+                _url("sync:conflict_list", query={"site": slug}),
                 "Conflicts",
             )
         if counts["errors"]:
@@ -594,7 +594,7 @@ class _Findings:
                 f"{_plural(counts['errors'], 'record is', 'records are')} in error and not in step with "
                 "the source.",
                 "Open them: each says which field is wrong; fix it in the source.",
-                _url("record_list", query={"site": slug, "status": SyncStatus.ERROR}),
+                _url("sync:record_list", query={"site": slug, "status": SyncStatus.ERROR}),
                 "Records in error",
             )
 
@@ -615,7 +615,7 @@ class _Findings:
                 f"alert:{kind}",
                 row["title"] + (f" (and {row['n'] - 1} more like it)" if row["n"] > 1 else ""),
                 "See the alert for what to do.",
-                _url("alert_list", query={"site": self.site.slug}),
+                _url("monitoring:alert_list", query={"site": self.site.slug}),
                 "Alerts",
             )
 

@@ -1,9 +1,10 @@
 import zoneinfo
-from datetime import timedelta
 
 from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+
+from web.filters import EMPTY, SINCE_CHOICES, SINCE_DELTAS, FilterForm, site_field, with_any
 
 from .choices import (
     ConflictKind,
@@ -41,54 +42,13 @@ class SiteForm(forms.ModelForm):
         return url
 
 
-# -- list filters ---------------------------------------------------------------------------------------
-#
-# Every list keeps its filter in the querystring so a page can be shared. Filter forms never make a
-# whole page fail: a bad value is reported beside its field and the other filters still apply.
-
-SINCE_CHOICES = [("", "Any time"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
-SINCE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-EMPTY = "-"  # a filter value meaning "blank" (a dead letter without errorcode or HTTP status)
-
-
-def _site_field() -> forms.ModelChoiceField:
-    return forms.ModelChoiceField(
-        queryset=MoodleSite.objects.order_by("name"),
-        to_field_name="slug",
-        required=False,
-        empty_label="All sites",
-    )
-
-
-def _with_any(choices, label: str = "Any") -> list[tuple[str, str]]:
-    return [("", label), *choices]
-
-
-class FilterForm(forms.Form):
-    """A GET form whose valid fields filter a queryset and can be described in words."""
-
-    use_required_attribute = False
-
-    def __init__(self, data=None, **kwargs) -> None:
-        super().__init__(data if data is not None else {}, **kwargs)
-        self.is_valid()  # fills cleaned_data with the valid fields; errors show beside the others
-
-    def value(self, name: str):
-        return self.cleaned_data.get(name) if hasattr(self, "cleaned_data") else None
-
-    def active(self) -> dict:
-        """The filters in use, for hidden inputs and links: {name: raw value}."""
-        return {
-            name: self.data[name]
-            for name in self.fields
-            if self.value(name) not in (None, "") and name in self.data
-        }
+# -- list filters (built on web.filters) ------------------------------------------------------------------
 
 
 class RunFilterForm(FilterForm):
-    site = _site_field()
-    kind = forms.ChoiceField(choices=_with_any(RunKind.choices), required=False)
-    status = forms.ChoiceField(choices=_with_any(RunStatus.choices), required=False)
+    site = site_field()
+    kind = forms.ChoiceField(choices=with_any(RunKind.choices), required=False)
+    status = forms.ChoiceField(choices=with_any(RunStatus.choices), required=False)
     since = forms.ChoiceField(choices=SINCE_CHOICES, required=False, label="Created")
 
     def filter(self, runs: QuerySet) -> QuerySet:
@@ -118,16 +78,16 @@ class RecordFilterForm(FilterForm):
         label="Search",
         help_text="External id (exact), or the start of a username, email or name.",
     )
-    site = _site_field()
-    status = forms.ChoiceField(choices=_with_any(SyncStatus.choices), required=False)
+    site = site_field()
+    status = forms.ChoiceField(choices=with_any(SyncStatus.choices), required=False)
     category = forms.ChoiceField(
-        choices=_with_any(ErrorCategory.choices), required=False, label="Error category"
+        choices=with_any(ErrorCategory.choices), required=False, label="Error category"
     )
     run = forms.IntegerField(
         required=False, min_value=1, label="Run #", help_text="Records this run touched last."
     )
     outcome = forms.ChoiceField(
-        choices=_with_any(RECORD_OUTCOMES),
+        choices=with_any(RECORD_OUTCOMES),
         required=False,
         label="Outcome in that run",
         help_text="With a run: the records it left with this outcome, whatever touched them since.",
@@ -163,7 +123,7 @@ class RecordFilterForm(FilterForm):
 class DeadLetterFilterForm(FilterForm):
     """Times are entered in the chosen site's time zone (the hub's when no site is chosen)."""
 
-    site = _site_field()
+    site = site_field()
     status = forms.ChoiceField(
         choices=[*DeadLetterStatus.choices, ("all", "Any status")],
         required=False,
@@ -262,8 +222,8 @@ class StartRunForm(forms.Form):
     dry_run = forms.BooleanField(
         required=False,
         label="Dry run",
-        help_text="Read the source and look people up in Moodle, but write nothing: "
-        "shows what a real run would do.",
+        help_text="Read the source and look people up in Moodle, but write nothing: shows what a real run "
+        "would do, with counts, examples and an estimate of the run's length.",
     )
     upload = forms.FileField(
         required=False,
@@ -329,14 +289,14 @@ EFFECTS = [
 
 
 class DiscrepancyFilterForm(FilterForm):
-    kind = forms.ChoiceField(choices=_with_any(DiscrepancyKind.choices), required=False)
-    effect = forms.ChoiceField(choices=_with_any(EFFECTS), required=False, label="Effect")
+    kind = forms.ChoiceField(choices=with_any(DiscrepancyKind.choices), required=False)
+    effect = forms.ChoiceField(choices=with_any(EFFECTS), required=False, label="Effect")
     status = forms.ChoiceField(
         choices=[(WAITING, "Waiting for a decision"), *DiscrepancyStatus.choices, (ANY_STATUS, "Any status")],
         required=False,
         initial=WAITING,
     )
-    site = _site_field()
+    site = site_field()
     run = forms.IntegerField(
         required=False, min_value=1, label="Run #", help_text="The reconciliation that found them."
     )
@@ -384,13 +344,13 @@ class DiscrepancyFilterForm(FilterForm):
 
 
 class ConflictFilterForm(FilterForm):
-    kind = forms.ChoiceField(choices=_with_any(ConflictKind.choices), required=False)
+    kind = forms.ChoiceField(choices=with_any(ConflictKind.choices), required=False)
     status = forms.ChoiceField(
         choices=[*ConflictStatus.choices, (ANY_STATUS, "Any status")],
         required=False,
         initial=ConflictStatus.OPEN,
     )
-    site = _site_field()
+    site = site_field()
     run = forms.IntegerField(
         required=False, min_value=1, label="Run #", help_text="The run that raised them."
     )
@@ -413,9 +373,9 @@ class ConflictFilterForm(FilterForm):
 
 
 class ResolutionFilterForm(FilterForm):
-    site = _site_field()
-    status = forms.ChoiceField(choices=_with_any(ResolutionStatus.choices), required=False)
-    action = forms.ChoiceField(choices=_with_any(ResolutionAction.choices), required=False)
+    site = site_field()
+    status = forms.ChoiceField(choices=with_any(ResolutionStatus.choices), required=False)
+    action = forms.ChoiceField(choices=with_any(ResolutionAction.choices), required=False)
     decided = forms.ChoiceField(
         choices=[("", "Anyone"), ("person", "A person"), ("policy", "The site's policy")],
         required=False,

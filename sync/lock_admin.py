@@ -1,6 +1,6 @@
 """Held run locks and stuck runs, as an admin sees them, and breaking a stale lock.
 
-A lock is stale when its owner missed three heartbeats (sync.locks.LockInfo.is_stale): the worker is most
+A lock is stale when its owner missed three heartbeats (sync.run.locks.LockInfo.is_stale): the worker is most
 likely dead, and every later run of the site waits until the lock expires. Breaking it early is safe
 because the engine checks it still owns the lock before each commit (fencing): a worker that was only
 slow stops at its next batch instead of overwriting its successor's work.
@@ -19,10 +19,10 @@ from django.utils import timezone
 
 from monitoring.models import AuditEntry
 
-from . import locks
 from .choices import RunStatus
-from .connect import shared_redis
 from .models import MoodleSite, SyncRun
+from .run import locks
+from .run.connect import shared_redis
 
 
 class LockError(Exception):

@@ -112,6 +112,16 @@ class MappedRecord:
     hash: str
     origin: str = ""
 
+    @classmethod
+    def staged(cls, record: Any) -> MappedRecord:
+        """The person as a run staged them (a SyncRecord's payload, hash and create-only fields)."""
+        return cls(
+            external_id=record.external_id,
+            payload=record.payload,
+            create_only=frozenset(record.create_only),
+            hash=record.payload_hash,
+        )
+
 
 @dataclass(frozen=True)
 class RecordProblem:
@@ -140,6 +150,11 @@ class Mapping:
     fields: dict[str, FieldSpec]
     customfields: dict[str, FieldSpec]
     extended_username_chars: bool = False
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Each Moodle field with where its value comes from, in words: the site page shows it."""
+        fields = {**self.fields, **self.customfields}
+        return [(name, spec.origin()) for name, spec in fields.items()]
 
     @classmethod
     def from_config(cls, config: dict) -> Mapping:

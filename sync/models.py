@@ -249,6 +249,23 @@ class SyncRecord(models.Model):
         return f"{self.site.slug}:{self.external_id}"
 
 
+class SyncRunQuerySet(models.QuerySet):
+    def queue(
+        self,
+        site: MoodleSite,
+        kind: str = RunKind.INCREMENTAL,
+        *,
+        trigger: str = RunTrigger.MANUAL,
+        user=None,
+        dry_run: bool = False,
+        source_file: str = "",
+    ) -> "SyncRun":
+        """Record a run as queued; the caller sends its task (sync.dispatch) or executes it in-process."""
+        return self.create(
+            site=site, kind=kind, trigger=trigger, started_by=user, dry_run=dry_run, source_file=source_file
+        )
+
+
 class SyncRun(models.Model):
     """One run of the sync engine (or a reconciliation, a resolution, a retry) on one site.
 
@@ -299,6 +316,8 @@ class SyncRun(models.Model):
     upload_name = models.CharField(
         max_length=255, blank=True, help_text="The uploaded file's own name, as the operator chose it."
     )
+
+    objects = SyncRunQuerySet.as_manager()
 
     COUNTERS = (
         "seen", "changed", "created", "updated", "suspended", "unchanged", "skipped",
@@ -366,6 +385,37 @@ class SyncRun(models.Model):
         if claimed:
             self.refresh_from_db(fields=["status", "started_at", "abort_reason"])
         return bool(claimed)
+
+    def release_unfinished_work(self, reason: str) -> None:
+        """A run that ended without doing all it was queued for hands its work back. Approved resolutions
+        wait for the site's next resolution run (resume this one, or any new approval starts one), unless
+        an operator cancelled the run: then they are not applied and their discrepancies wait for a
+        decision again. Dead letters it did not settle are open again."""
+        unapplied = Resolution.objects.filter(
+            run=self, status__in=[ResolutionStatus.APPROVED, ResolutionStatus.APPLYING]
+        )
+        ids = list(unapplied.values_list("pk", flat=True))
+        decided = Discrepancy.objects.filter(
+            resolutions__pk__in=ids, status__in=DiscrepancyStatus.in_flight()
+        )
+        if ids and self.status == RunStatus.CANCELLED:
+            unapplied.update(
+                status=ResolutionStatus.FAILED,
+                outcome=f"not applied: run #{self.pk} was cancelled ({reason}); approve it again to apply it",
+            )
+            decided.update(status=DiscrepancyStatus.OPEN)
+        elif ids:
+            unapplied.update(
+                status=ResolutionStatus.APPROVED,
+                outcome=f"waiting: run #{self.pk} stopped before applying it ({reason}); it is applied by "
+                "the site's next resolution run",
+            )
+            decided.update(status=DiscrepancyStatus.APPROVED)
+        if self.kind == RunKind.RESOLUTION:
+            SyncRun.objects.filter(pk=self.pk).update(progress_total=models.F("progress_done"))
+        DeadLetter.objects.filter(retry_run=self, status=DeadLetterStatus.RETRYING).update(
+            status=DeadLetterStatus.OPEN
+        )
 
     def finish(self, status: str, reason: str = "") -> None:
         if status not in RunStatus.terminal() and status != RunStatus.PAUSED:

@@ -7,7 +7,7 @@ approved on their own and within the blast-radius limit (sync.guard), or under a
 number of users typed out, a reason, and with four-eyes a second admin's confirmation.
 
 Approving never calls Moodle from the request: approved resolutions join the site's queued resolution
-run (sync.apply_resolutions applies them while holding the site's lock), so approvals made one after the
+run (sync.run.apply_resolutions applies them while holding the site's lock), so approvals made one after the
 other are all applied, in order, and each keeps its trail (calls, outcome).
 """
 
@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Prefetch
@@ -28,7 +29,6 @@ from monitoring.kinds import AlertKind, guard_override_key
 from monitoring.models import AuditEntry
 
 from . import guard
-from .batch import mapped
 from .choices import (
     ConflictKind,
     ConflictStatus,
@@ -40,7 +40,7 @@ from .choices import (
     RunStatus,
 )
 from .dispatch import enqueue_run
-from .mapping import payload_for_create
+from .mapping import MappedRecord, payload_for_create
 from .models import (
     Comment,
     Conflict,
@@ -52,11 +52,13 @@ from .models import (
     SyncRecord,
     SyncRun,
 )
+from .moodle.errors import SeamError
+from .roles import APPROVE_PERMISSION, check_may_decide
+from .run.connect import NoActiveToken, client_for
 
 if TYPE_CHECKING:
     from .moodle.client import MoodleClient
 
-APPROVE_PERMISSION = "sync.approve_resolution"
 # Actions that need an admin to pick the Moodle user first: never part of a bulk approval.
 NEEDS_CHOICE = (ResolutionAction.CHOOSE, ResolutionAction.RELINK)
 CONFLICT_ACTIONS = {
@@ -98,7 +100,7 @@ def planned_calls(
             calls.append(_update(int(other), idnumber="", suspended=1))
         return calls
     # create, rename, or a re-link with no user to link to: a new Moodle user
-    payload = payload_for_create(mapped(record))
+    payload = payload_for_create(MappedRecord.staged(record))
     payload.update(params.get("overrides", {}))
     payload["idnumber"] = record.external_id
     return [{"function": "core_user_create_users", "params": {"users": [payload]}}]
@@ -187,6 +189,48 @@ def propose(
     )
 
 
+NEW_ACCOUNT = "new"  # the choice "create a new Moodle account" where a Moodle user is picked
+
+
+def propose_for_conflict(conflict: Conflict, action: str, user, picked: str = "") -> Resolution:
+    """An operator's proposal on a conflict's page: link (to the Moodle user `picked`), rename (to the
+    first free username, asked of Moodle now), re-link, or ignore. Refusals are ResolutionErrors in words."""
+    if conflict.status != ConflictStatus.OPEN:
+        raise ResolutionError(f"this conflict is {conflict.get_status_display().lower()}")
+    params: dict = {}
+    picked = (picked or "").strip()
+    if picked and picked != NEW_ACCOUNT:
+        if not picked.isdigit():
+            raise ResolutionError("a Moodle user id is a number")
+        params["user_id"] = int(picked)
+    if action != ResolutionAction.RENAME or action not in CONFLICT_ACTIONS.get(conflict.kind, ()):
+        return propose(action=action, conflict=conflict, user=user, params=params)
+    # The alternative username must be free in Moodle: ask it now, through the throttled client.
+    try:
+        with client_for(conflict.site) as client:
+            return propose(action=action, conflict=conflict, user=user, params=params, client=client)
+    except NoActiveToken:
+        raise ResolutionError(
+            f"a free username is looked up in Moodle, and {conflict.site.name} has no active service token; "
+            "an administrator adds or promotes one on the site page"
+        ) from None
+    except SeamError as exc:
+        raise ResolutionError(f"Moodle did not answer the username look-up: {exc}") from None
+    except redis.RedisError:
+        raise ResolutionError(
+            "Redis, which paces calls to Moodle, did not answer; try again shortly"
+        ) from None
+
+
+def approve_discrepancy(discrepancy: Discrepancy, user, params: dict, note: str = "") -> SyncRun | None:
+    """An admin approves the reconciliation's own proposal for one discrepancy (with the Moodle user they
+    picked, where one is needed): recorded as a proposal and its approval, together or not at all."""
+    with transaction.atomic():
+        # Proposed by the reconciliation (no person): the four-eyes rule leaves the admin free to approve.
+        proposal = propose(action=discrepancy.proposed_action, discrepancy=discrepancy, params=params)
+        return approve([proposal], user, note)
+
+
 def dismiss(discrepancy: Discrepancy, user, note: str) -> Resolution:
     """Decline a discrepancy's proposal without choosing anything (e.g. duplicates nobody should link):
     recorded as a rejected resolution with no calls, so the trail says who and why."""
@@ -242,14 +286,6 @@ class GuardRefused(ResolutionError):
             f"this {verdict.sentence()}. Going past the limit needs an explicit override: type the number "
             "of users and give a reason"
         )
-
-
-def check_may_decide(user, resolution: Resolution) -> None:
-    """Raises PermissionDenied with the reason; used by the pages and again by the task."""
-    if user is None or not user.is_active or not user.has_perm(APPROVE_PERMISSION):
-        raise PermissionDenied("only Admins approve or reject resolutions")
-    if resolution.site.four_eyes and resolution.proposed_by_id == user.pk:
-        raise PermissionDenied("four-eyes rule: someone other than the proposer must approve")
 
 
 def is_destructive(resolution: Resolution) -> bool:
@@ -528,6 +564,22 @@ def bulk_plan(discrepancies) -> BulkPlan:
             group[0].site, len(group), verb=verb, already=guard.in_flight(group[0].site)
         )
     return plan
+
+
+def bulk_preview(plan: BulkPlan, limit: int) -> tuple[list[dict], bool]:
+    """The first `limit` calls a bulk approval makes (each with its discrepancy), and whether there are
+    more: the count above them on the page is always exact."""
+    calls: list[dict] = []
+    for item in plan.items:
+        if len(calls) > limit:
+            break
+        planned = (
+            item.proposals[0].calls
+            if item.proposals
+            else planned_calls(item.proposed_action, record=item.record, discrepancy=item, params={})
+        )
+        calls.extend({"d": item, **call} for call in planned)
+    return calls[:limit], len(calls) > limit
 
 
 def approve_discrepancies(

@@ -1,13 +1,25 @@
-"""Granting permissions to the Operators and Admins groups, for the data migrations that define the roles.
+"""The roles: who may decide on resolutions (checked by the pages and again by the task that applies
+them), and granting permissions to the Operators and Admins groups in the data migrations.
 
 Permissions are normally created after all migrations (post_migrate); they are created here first so a
 migration can hand them to the groups in the same `migrate`.
 """
 
 from django.contrib.auth.management import create_permissions
+from django.core.exceptions import PermissionDenied
 
 OPERATORS = "Operators"
 ADMINS = "Admins"
+APPROVE_PERMISSION = "sync.approve_resolution"
+
+
+def check_may_decide(user, resolution) -> None:
+    """Raises PermissionDenied with the reason: only Admins decide, and under the site's four-eyes rule
+    not on what they proposed themselves."""
+    if user is None or not user.is_active or not user.has_perm(APPROVE_PERMISSION):
+        raise PermissionDenied("only Admins approve or reject resolutions")
+    if resolution.site.four_eyes and resolution.proposed_by_id == user.pk:
+        raise PermissionDenied("four-eyes rule: someone other than the proposer must approve")
 
 
 def grant_permissions(apps, permissions: dict[str, list[str]]) -> None:

@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from . import dispatch
 from .choices import DeadLetterStatus, RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
-from .engine import queue_run, release_unfinished_work
 from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun
 
 
@@ -45,7 +44,7 @@ def start(
     if kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL, RunKind.RECONCILE):
         raise RunActionError(f"{kind} runs are not started here")
     with transaction.atomic():
-        run = queue_run(site, kind, trigger=trigger, user=user, dry_run=dry_run)
+        run = SyncRun.objects.queue(site, kind, trigger=trigger, user=user, dry_run=dry_run)
         if upload is not None:
             run.source_file = str(save_upload(site, run, upload))
             run.upload_name = Path(upload.name or "upload.csv").name[:255]
@@ -79,7 +78,7 @@ def cancel(run: SyncRun, user) -> None:
     if ended:
         run.refresh_from_db()
         RunEvent.objects.create(run=run, message=f"Cancelled by {_who(user)}")
-        release_unfinished_work(run, run.abort_reason)
+        run.release_unfinished_work(run.abort_reason)
         return
     _request(run, RunControl.CANCEL, user)
 
@@ -135,7 +134,7 @@ def retry_dead_letters(site: MoodleSite, letters, user=None, *, enqueue: bool = 
         record_ids = [letter.record_id for letter in letters]
         SyncRecord.objects.filter(pk__in=record_ids).update(sync_status=SyncStatus.PENDING)
         pending = SyncRecord.objects.filter(site=site, sync_status=SyncStatus.PENDING).count()
-        run = queue_run(site, RunKind.RETRY, user=user)
+        run = SyncRun.objects.queue(site, RunKind.RETRY, user=user)
         run.planned_at = timezone.now()
         run.progress_total = pending
         run.save(update_fields=["planned_at", "progress_total"])
@@ -146,6 +145,19 @@ def retry_dead_letters(site: MoodleSite, letters, user=None, *, enqueue: bool = 
             run=run, message=f"Retry of {len(letters)} dead letter(s) queued by {_who(user)}"
         )
         return enqueue_run(run)
+
+
+def retry_dead_letters_by_site(letters, user=None) -> list[tuple[MoodleSite, SyncRun | None, int]]:
+    """ "Retry all filtered": one retry run per site, with how many letters each run took (another request
+    may have claimed some of them meanwhile)."""
+    chosen = list(letters.select_related("site").only("pk", "site"))
+    sites = {letter.site_id: letter.site for letter in chosen}
+    queued = []
+    for site_id, site in sites.items():
+        run = retry_dead_letters(site, [letter for letter in chosen if letter.site_id == site_id], user)
+        taken = DeadLetter.objects.filter(retry_run=run).count() if run else 0
+        queued.append((site, run, taken))
+    return queued
 
 
 def discard_dead_letter(letter: DeadLetter, user, reason: str) -> None:

@@ -1,10 +1,10 @@
-"""Celery tasks of the sync app: thin wrappers around sync.engine and sync.runs."""
+"""Celery tasks of the sync app: thin wrappers around sync.run.engine and sync.runs."""
 
 from celery import shared_task
 
-from . import engine
 from .choices import RunKind, RunTrigger
 from .models import MoodleSite
+from .run import engine
 from .runs import start
 
 

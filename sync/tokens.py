@@ -24,13 +24,12 @@ from monitoring.audit import CallLogWriter
 from monitoring.models import AuditEntry
 
 from .choices import TokenStatus
-from .connect import shared_redis, site_limits
-from .engine import SYNC_FUNCTIONS
 from .models import MoodleSite, ServiceToken
 from .moodle import errors
 from .moodle.breaker import BreakerConfig
-from .moodle.client import MoodleClient, RetryPolicy, Timeouts
+from .moodle.client import SYNC_FUNCTIONS, MoodleClient, RetryPolicy, Timeouts
 from .moodle.errors import SeamError
+from .run.connect import shared_redis, site_limits
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from integration_hub.testing import HUB_TOKEN, simulated_moodle
 from monitoring import rules
 from monitoring.heartbeat import probe_site
 from simulator.seed import seed
-from sync import engine, runs
+from sync import runs
 from sync.choices import RemovedPolicy, RunKind, RunStatus, TokenStatus
 from sync.models import MoodleSite, ServiceToken, SyncRun, SyncSource
+from sync.run import engine
 
 pytestmark = pytest.mark.django_db
 

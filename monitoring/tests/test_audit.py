@@ -7,10 +7,10 @@ import pytest
 
 from integration_hub.testing import HUB_TOKEN
 from monitoring.models import CallLog
-from sync import engine
 from sync.choices import RunKind
-from sync.connect import client_for
-from sync.models import ServiceToken
+from sync.models import ServiceToken, SyncRun
+from sync.run import engine
+from sync.run.connect import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,7 @@ def test_no_token_in_any_call_log_or_log_line_even_when_everything_fails(sync_si
     moodle.control("POST", "inject", {"kinds": ["503", "lockwait"], "function": by_field})
     moodle.control("POST", "inject", {"kinds": ["fatal", "constraint"], "function": "core_user_create_users"})
     moodle.control("POST", "config", {"revoke_after": {"token": HUB_TOKEN, "calls": 12}})
-    run = engine.queue_run(sync_site, RunKind.BOOTSTRAP)
+    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
     engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
     rows = list(CallLog.objects.values())
     outcomes = {row["outcome"] for row in rows}

@@ -11,8 +11,8 @@ from integration_hub.testing import HUB_TOKEN
 from monitoring import heartbeat
 from monitoring.heartbeat import probe_site, probe_sites
 from monitoring.models import Alert, CallLog, ProbeResult
-from sync.engine import SYNC_FUNCTIONS
 from sync.models import MoodleSite
+from sync.moodle.client import SYNC_FUNCTIONS
 
 NARROW_TOKEN = "narrow-token-5555aaaa9999"
 SITE_INFO = "core_webservice_get_site_info"

@@ -16,8 +16,8 @@ from django_celery_beat.models import PeriodicTask
 from monitoring import alerts, rules
 from monitoring.models import Alert, AlertChannel, BreakerEvent, CallLog, Delivery, Heartbeat, RuleState
 from sync.choices import RunKind, RunStatus, RunTrigger, TokenStatus
-from sync.locks import KEY, META
 from sync.models import ServiceToken, SyncRun
+from sync.run.locks import KEY, META
 
 pytestmark = pytest.mark.django_db
 

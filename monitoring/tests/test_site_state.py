@@ -69,7 +69,7 @@ def test_an_open_critical_alert_is_never_healthy(calm):
     state = site_state(calm)
     assert state.state == ATTENTION
     assert state.first.reason == "North Campus: reconciliation stopped short of suspending 2038 users"
-    assert state.first.link == reverse("alert_list") + "?site=north"
+    assert state.first.link == reverse("monitoring:alert_list") + "?site=north"
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_a_token_moodle_refused_is_failing_and_links_to_the_token_page(calm):
     assert state.state == FAILING
     assert state.first.reason.startswith(f"Moodle refused the token {token.masked} at ")
     assert "(invalidtoken on core_webservice_get_site_info)" in state.first.reason
-    assert state.first.link == reverse("site_tokens", args=[calm.slug])
+    assert state.first.link == reverse("sync:site_tokens", args=[calm.slug])
 
 
 @pytest.mark.parametrize(("days", "expected"), [(5, DEGRADED), (20, ATTENTION), (45, HEALTHY)])
@@ -160,7 +160,7 @@ def test_a_run_stopped_by_a_refused_token_sends_the_operator_to_the_token_page(c
     finished(calm, RunStatus.ABORTED, stop_category="auth", abort_reason="Moodle rejected the token")
     state = site_state(calm)
     assert state.state == FAILING and state.first.key == "run_aborted"
-    assert state.first.link == reverse("site_tokens", args=[calm.slug])
+    assert state.first.link == reverse("sync:site_tokens", args=[calm.slug])
 
 
 def test_metrics_expose_the_same_state_as_the_overview(calm, client, operator):
@@ -170,7 +170,7 @@ def test_metrics_expose_the_same_state_as_the_overview(calm, client, operator):
     text = prometheus.prometheus_text()
     assert 'hub_site_state{site="north",state="attention"} 2' in text
     client.force_login(operator)
-    body = client.get(reverse("overview")).content.decode()
+    body = client.get(reverse("monitoring:overview")).content.decode()
     assert 'class="site-state state-attention"' in body and "needs attention" in body
 
 

@@ -16,14 +16,14 @@ from sync.models import MoodleSite, ServiceToken, SyncRun
 
 @pytest.mark.django_db
 def test_overview_needs_a_login(client):
-    response = client.get(reverse("overview"))
+    response = client.get(reverse("monitoring:overview"))
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
 @pytest.mark.django_db
 def test_overview_empty_state_says_how_to_add_a_site(client, operator):
     client.force_login(operator)
-    body = client.get(reverse("overview")).content.decode()
+    body = client.get(reverse("monitoring:overview")).content.decode()
     assert "No Moodle site yet" in body
     assert "manage.py addsite" in body
     assert "Ask an administrator" in body
@@ -41,7 +41,7 @@ def test_overview_shows_latest_runs_and_scheduler_heartbeat(client, operator, si
         site=site, kind=RunKind.BOOTSTRAP, status=RunStatus.RUNNING, progress_total=200, progress_done=50
     )
     client.force_login(operator)
-    body = client.get(reverse("overview")).content.decode()
+    body = client.get(reverse("monitoring:overview")).content.decode()
     assert "beat last seen 40 s ago" in body
     assert f"#{done.pk}" in body and f"#{running.pk}" in body
     assert 'value="25"' in body  # the running bootstrap's progress bar
@@ -54,7 +54,7 @@ def test_overview_warns_when_the_scheduler_is_silent(client, operator):
         name=Heartbeat.SCHEDULER, last_finished_at=timezone.now() - timedelta(minutes=10)
     )
     client.force_login(operator)
-    body = client.get(reverse("overview")).content.decode()
+    body = client.get(reverse("monitoring:overview")).content.decode()
     assert "scheduler is silent" in body and "10 min ago" in body
 
 
@@ -76,7 +76,7 @@ def test_overview_query_count_does_not_grow_with_sites(client, operator):
                 site=site, function="f", outcome="transient", duration_ms=50, started_at=timezone.now()
             )
         with CaptureQueriesContext(connection) as ctx:
-            assert client.get(reverse("overview")).status_code == 200
+            assert client.get(reverse("monitoring:overview")).status_code == 200
         return len(ctx.captured_queries)
 
     assert queries_for(2) == queries_for(12)
@@ -104,7 +104,7 @@ def test_healthz_is_503_when_the_scheduler_is_silent(client):
 
 def _overview_state(client, slug: str = "north") -> str:
     """The state block of one site on the overview."""
-    body = client.get(reverse("overview")).content.decode()
+    body = client.get(reverse("monitoring:overview")).content.decode()
     start = body.rindex('<div class="site-state', 0, body.index(f'id="state-{slug}"'))
     return body[start : body.index("</dl>", start)]
 
@@ -129,7 +129,7 @@ def test_overview_site_state_is_healthy_and_boring_with_the_last_probe_and_token
     assert "84 ms" in state and "Moodle 5.1.2 (Build: 20251006)" in state
     assert "45 days" in state and "…wxyz" in state
     assert '<svg class="sparkline"' in state
-    assert "overview-token-9876wxyz" not in client.get(reverse("overview")).content.decode()
+    assert "overview-token-9876wxyz" not in client.get(reverse("monitoring:overview")).content.decode()
 
 
 @pytest.mark.django_db
@@ -165,7 +165,7 @@ def test_overview_site_state_is_failing_when_the_latest_run_aborted_or_a_functio
     state = _overview_state(client)
     assert "state-failing" in state
     assert f"Run #{run.pk} was stopped" in state and "cannot call core_user_create_users" in state
-    assert reverse("run_detail", args=[run.pk]) in state
+    assert reverse("sync:run_detail", args=[run.pk]) in state
 
 
 @pytest.mark.django_db

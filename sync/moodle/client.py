@@ -46,6 +46,15 @@ SPLIT_PARAM = {
     "enrol_manual_unenrol_users": "enrolments",
 }
 
+# The functions a user sync calls: a run's pre-flight, a token's verification and the probe check them.
+SYNC_FUNCTIONS = (
+    "core_webservice_get_site_info",
+    "core_user_get_users_by_field",
+    "core_user_get_users",
+    "core_user_create_users",
+    "core_user_update_users",
+)
+# Every function the hub may call on a site.
 HUB_FUNCTIONS = (
     "core_webservice_get_site_info",
     "core_user_get_users_by_field",

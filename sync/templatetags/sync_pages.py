@@ -1,7 +1,6 @@
 """Template helpers of the sync pages."""
 
 import json
-from datetime import timedelta
 
 from django import template
 
@@ -9,24 +8,6 @@ from sync.choices import ConflictStatus, DiscrepancyKind, DiscrepancyStatus
 from sync.models import Conflict, Discrepancy
 
 register = template.Library()
-
-
-@register.filter
-def duration(value: timedelta | None) -> str:
-    """'45 s', '12 min 5 s', '3 h 20 min': a run's length at a glance."""
-    if value is None:
-        return "—"
-    seconds = max(0, int(value.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-@register.filter
-def item(mapping: dict, key):
-    return mapping.get(key) if mapping else None
 
 
 @register.filter

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from integration_hub.testing import PASSWORD, make_site, person, write_csv
 from monitoring.models import Alert, AuditEntry, CallLog
-from sync import engine, resolutions
+from sync import resolutions
 from sync.choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
@@ -20,6 +20,7 @@ from sync.choices import (
     RunStatus,
 )
 from sync.models import Discrepancy, GuardOverride, Resolution, SyncRecord, SyncRun
+from sync.run import engine
 
 pytestmark = pytest.mark.django_db
 PEOPLE = 520
@@ -27,7 +28,7 @@ STAYING = 20  # the night's export kept 20 people: 500 orphans, the guard's limi
 
 
 def execute(site, moodle, kind=None, run=None) -> SyncRun:
-    run = run or engine.queue_run(site, kind)
+    run = run or SyncRun.objects.queue(site, kind)
     return engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
 
 
@@ -186,9 +187,9 @@ def test_a_refused_update_fails_only_its_own_resolution(night, hub_admin, moodle
 
 def test_the_pages_offer_separate_actions_and_a_typed_override(night, client, hub_admin, moodle):
     client.force_login(hub_admin)
-    page = client.get(reverse("discrepancy_list"), {"status": "waiting"}).content.decode()
+    page = client.get(reverse("sync:discrepancy_list"), {"status": "waiting"}).content.decode()
     assert "Review the 500 that take access away…" in page and "Approve these 500" not in page
-    url = reverse("discrepancy_approve_filtered")
+    url = reverse("sync:discrepancy_approve_filtered")
     preview = client.get(url, {"effect": "destructive"}).content.decode()
     assert "This suspends 500 users = 96 % of the 520 linked users on North Campus" in preview
     assert "the site&#x27;s limit is 2 % (10)" in preview and "Type the number of users to confirm" in preview
@@ -198,5 +199,5 @@ def test_the_pages_offer_separate_actions_and_a_typed_override(night, client, hu
         url, {"effect": "destructive", "count": "500", "typed_count": "500", "reason": "HR says so"}
     )
     run = SyncRun.objects.get(kind=RunKind.RESOLUTION)
-    assert done.status_code == 302 and done["Location"] == reverse("run_detail", args=[run.pk])
+    assert done.status_code == 302 and done["Location"] == reverse("sync:run_detail", args=[run.pk])
     assert Resolution.objects.filter(status=ResolutionStatus.APPROVED, override__isnull=False).count() == 500

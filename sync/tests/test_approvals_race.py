@@ -8,9 +8,10 @@ import pytest
 
 from integration_hub.testing import make_site, person, simulated_moodle, start_worker, write_csv
 from simulator.server import serve
-from sync import engine, resolutions
+from sync import resolutions
 from sync.choices import DiscrepancyKind, DiscrepancyStatus, ResolutionStatus, RunKind, RunStatus
 from sync.models import Discrepancy, Resolution, SyncRun
+from sync.run import engine
 
 APPROVALS = 10
 
@@ -33,11 +34,11 @@ def test_ten_approvals_in_quick_succession_with_four_worker_processes_are_all_ap
     csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 31)])
     with serve(sim.app) as server:
         site = make_site("race", server.url, csv_path, auto_apply_kinds=[], batch_size=3)
-        assert engine.execute(engine.queue_run(site, RunKind.BOOTSTRAP).pk).status == RunStatus.SUCCEEDED
+        assert engine.execute(SyncRun.objects.queue(site, RunKind.BOOTSTRAP).pk).status == RunStatus.SUCCEEDED
         people = sim.people()
         for n in range(1, APPROVALS + 1):
             sim.control("PATCH", f"users/{people[f'E{n:05d}']['id']}", {"department": "Edited by hand"})
-        assert engine.execute(engine.queue_run(site, RunKind.RECONCILE).pk).status == RunStatus.SUCCEEDED
+        assert engine.execute(SyncRun.objects.queue(site, RunKind.RECONCILE).pk).status == RunStatus.SUCCEEDED
         drifts = list(Discrepancy.objects.filter(kind=DiscrepancyKind.FIELD_DRIFT).order_by("pk"))
         assert len(drifts) == APPROVALS
 

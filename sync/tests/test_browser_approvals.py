@@ -6,9 +6,9 @@ import pytest
 
 from integration_hub.testing import make_site, person, sign_in, simulated_moodle, start_worker, write_csv
 from simulator.server import serve
-from sync import engine
 from sync.choices import DiscrepancyKind, DiscrepancyStatus, RunKind, RunStatus
 from sync.models import Discrepancy, SyncRun
+from sync.run import engine
 
 
 @pytest.mark.browser
@@ -21,10 +21,10 @@ def test_admin_approves_a_drift_resolution_from_the_page_and_sees_it_applied(
     csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 6)])
     with serve(sim.app) as server:
         site = make_site("east", server.url, csv_path, name="East Campus", auto_apply_kinds=[])  # drift waits
-        assert engine.execute(engine.queue_run(site, RunKind.BOOTSTRAP).pk).status == RunStatus.SUCCEEDED
+        assert engine.execute(SyncRun.objects.queue(site, RunKind.BOOTSTRAP).pk).status == RunStatus.SUCCEEDED
         maria = sim.people()["E00002"]
         sim.control("PATCH", f"users/{maria['id']}", {"department": "Edited by hand"})
-        night = engine.execute(engine.queue_run(site, RunKind.RECONCILE).pk)
+        night = engine.execute(SyncRun.objects.queue(site, RunKind.RECONCILE).pk)
         assert night.status == RunStatus.SUCCEEDED, night.abort_reason
         drift = Discrepancy.objects.get(kind=DiscrepancyKind.FIELD_DRIFT)
         assert drift.status == DiscrepancyStatus.OPEN

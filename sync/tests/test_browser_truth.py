@@ -17,15 +17,15 @@ from integration_hub.testing import (
     write_csv,
 )
 from simulator.server import serve
-from sync import engine
 from sync.choices import DiscrepancyKind, ResolutionStatus, RunKind, RunStatus
 from sync.models import Discrepancy, Resolution, SyncRun
+from sync.run import engine
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 def sync_now(site, kind=RunKind.INCREMENTAL) -> SyncRun:
-    return engine.execute(engine.queue_run(site, kind).pk, sleep=lambda s: None)
+    return engine.execute(SyncRun.objects.queue(site, kind).pk, sleep=lambda s: None)
 
 
 def test_the_morning_look_is_not_healthy_while_dead_letters_wait(page, operator, clean_redis, tmp_path):

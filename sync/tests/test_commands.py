@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from integration_hub.testing import HUB_TOKEN, MAPPING, person, simulated_moodle, write_csv
 from simulator.server import serve
 from sync.choices import DeadLetterStatus, RunKind, SyncStatus
-from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncRecord, SyncSource
+from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncRecord, SyncRun, SyncSource
 
 pytestmark = pytest.mark.django_db
 
@@ -107,9 +107,9 @@ def test_deadletters_lists_and_retries(served_moodle, clean_redis, tmp_path):
     site.batch_size = 3
     site.save()
     sim.control("POST", "inject", {"kinds": ["503"] * 4, "function": "core_user_create_users"})
-    from sync import engine
+    from sync.run import engine
 
-    run = engine.queue_run(site, RunKind.BOOTSTRAP)
+    run = SyncRun.objects.queue(site, RunKind.BOOTSTRAP)
     engine.execute(run.pk, sleep=lambda s: None)
     assert DeadLetter.objects.filter(status=DeadLetterStatus.OPEN).count() == 3
     listing = run_command("deadletters", "east")

@@ -7,7 +7,6 @@ import pytest
 
 from integration_hub.testing import person, write_csv
 from monitoring.models import Alert, CallLog
-from sync import engine
 from sync.choices import (
     ConflictKind,
     DiscrepancyKind,
@@ -17,8 +16,9 @@ from sync.choices import (
     RunStatus,
     SyncStatus,
 )
-from sync.locks import RunLock
 from sync.models import Conflict, DeadLetter, Discrepancy, RecordEvent, SyncRecord, SyncRun
+from sync.run import engine
+from sync.run.locks import RunLock
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def no_sleep(_seconds: float) -> None:
 
 
 def run_sync(site, moodle, kind=RunKind.INCREMENTAL, **options) -> SyncRun:
-    run = engine.queue_run(site, kind, **options)
+    run = SyncRun.objects.queue(site, kind, **options)
     return engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
 
 
@@ -293,7 +293,7 @@ def test_cancelling_a_run_a_worker_just_claimed_asks_the_worker(sync_site, opera
     from sync import runs
     from sync.choices import RunControl
 
-    run = engine.queue_run(sync_site, RunKind.INCREMENTAL)
+    run = SyncRun.objects.queue(sync_site, RunKind.INCREMENTAL)
     stale_view = SyncRun.objects.get(pk=run.pk)  # the page saw it queued
     assert run.start()  # a worker claims it meanwhile
     runs.cancel(stale_view, operator)

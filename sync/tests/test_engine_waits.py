@@ -8,9 +8,10 @@ from django.db import connections
 
 from integration_hub.testing import person, write_csv
 from monitoring.models import BreakerEvent
-from sync import engine, runs
+from sync import runs
 from sync.choices import RunKind, RunStatus, SyncStatus
 from sync.models import SyncRecord, SyncRun
+from sync.run import engine
 
 
 @pytest.mark.django_db
@@ -21,7 +22,7 @@ def test_breaker_open_pauses_the_run_and_it_resumes_when_the_probe_succeeds(sync
     # Four 503s on look-ups: the pre-flight's look-up fails twice (two attempts each), the run backs off,
     # the breaker opens on the error rate, and after the cool-down its probe succeeds.
     moodle.control("POST", "inject", {"kinds": ["503"] * 4, "function": "core_user_get_users_by_field"})
-    run = engine.queue_run(sync_site, RunKind.BOOTSTRAP)
+    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
     started = time.monotonic()
     run = engine.execute(run.pk, transport=moodle.transport)
     assert run.status == RunStatus.SUCCEEDED, run.abort_reason
@@ -37,7 +38,7 @@ def test_breaker_open_pauses_the_run_and_it_resumes_when_the_probe_succeeds(sync
 def test_pause_stops_after_the_batch_in_flight_and_resume_finishes_the_job(sync_site, moodle, people_csv):
     write_csv(people_csv, [person(n) for n in range(1, 101)])
     moodle.control("POST", "config", {"latency_ms": 15})
-    run = engine.queue_run(sync_site, RunKind.BOOTSTRAP)
+    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
 
     def execute_in_thread() -> None:
         try:

@@ -7,9 +7,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from simulator.server import serve
-from sync import engine
 from sync.choices import ConflictKind, ConflictStatus, ResolutionAction, ResolutionStatus, RunKind, RunStatus
 from sync.models import Comment, Conflict, MoodleSite, Resolution, SyncRecord, SyncRun
+from sync.run import engine
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +43,7 @@ def south(db) -> MoodleSite:
 
 
 def propose(client, row, action, **data):
-    return client.post(reverse("conflict_propose", args=[row.pk]), {"action": action, **data})
+    return client.post(reverse("sync:conflict_propose", args=[row.pk]), {"action": action, **data})
 
 
 # -- the list ------------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def propose(client, row, action, **data):
 
 def test_list_filters_counts_and_empty_states(client, operator, site, south):
     client.force_login(operator)
-    empty = client.get(reverse("conflict_list")).content.decode()
+    empty = client.get(reverse("sync:conflict_list")).content.decode()
     assert "No open conflicts" in empty and "A clean night looks like this" in empty
 
     a = conflict(site)
@@ -60,13 +60,15 @@ def test_list_filters_counts_and_empty_states(client, operator, site, south):
     closed = conflict(site, status=ConflictStatus.RESOLVED)
 
     def listed(**params):
-        return {row.pk for row in client.get(reverse("conflict_list"), params).context["page"].object_list}
+        return {
+            row.pk for row in client.get(reverse("sync:conflict_list"), params).context["page"].object_list
+        }
 
     assert listed() == {a.pk, b.pk, c.pk}
     assert listed(site="north") == {a.pk, b.pk}
     assert listed(kind="email_taken") == {b.pk}
     assert listed(status="all", site="north") == {a.pk, b.pk, closed.pk}
-    response = client.get(reverse("conflict_list"), {"site": "north"})
+    response = client.get(reverse("sync:conflict_list"), {"site": "north"})
     counts = {
         row["kind"]: [cell["n"] for cell in row["counts"]] for row in response.context["counts"]["rows"]
     }
@@ -74,7 +76,7 @@ def test_list_filters_counts_and_empty_states(client, operator, site, south):
     assert 'href="/conflicts/?kind=username_taken&amp;site=south">1</a>' in response.content.decode()
     assert (
         "No conflict matches these filters"
-        in client.get(reverse("conflict_list"), {"kind": "duplicate_match"}).content.decode()
+        in client.get(reverse("sync:conflict_list"), {"kind": "duplicate_match"}).content.decode()
     )
 
 
@@ -83,11 +85,11 @@ def test_list_query_count_does_not_grow_with_rows(client, operator, site):
     for _ in range(5):
         conflict(site)
     with CaptureQueriesContext(connection) as few:
-        assert client.get(reverse("conflict_list")).status_code == 200
+        assert client.get(reverse("sync:conflict_list")).status_code == 200
     for _ in range(45):
         conflict(site)
     with CaptureQueriesContext(connection) as many:
-        assert client.get(reverse("conflict_list")).status_code == 200
+        assert client.get(reverse("sync:conflict_list")).status_code == 200
     assert len(many) == len(few)
 
 
@@ -97,17 +99,17 @@ def test_list_query_count_does_not_grow_with_rows(client, operator, site):
 def test_record_page_offers_the_actions_that_resolve_the_conflict(client, operator, site):
     row = conflict(site)
     client.force_login(operator)
-    page = client.get(reverse("record_detail", args=[row.record_id])).content.decode()
+    page = client.get(reverse("sync:record_detail", args=[row.record_id])).content.decode()
     assert "Propose link to Moodle user 8812 (mgarcia)" in page
     assert "Propose rename (create with another username)" in page and "Propose ignore" in page
-    assert reverse("conflict_propose", args=[row.pk]) in page
+    assert reverse("sync:conflict_propose", args=[row.pk]) in page
 
 
 def test_operator_proposes_a_link_from_the_record_page_and_an_admin_approves_it(
     client, operator, hub_admin, site, django_capture_on_commit_callbacks
 ):
     row = conflict(site)
-    record_url = reverse("record_detail", args=[row.record_id])
+    record_url = reverse("sync:record_detail", args=[row.record_id])
     client.force_login(operator)
     response = propose(client, row, ResolutionAction.LINK, user="8812", next=record_url)
     assert response.status_code == 302 and response["Location"] == record_url
@@ -125,20 +127,22 @@ def test_operator_proposes_a_link_from_the_record_page_and_an_admin_approves_it(
     )
 
     # The operator sees the conflict page but cannot approve; a direct attempt is refused.
-    page = client.get(reverse("conflict_detail", args=[row.pk])).content.decode()
+    page = client.get(reverse("sync:conflict_detail", args=[row.pk])).content.decode()
     assert "Only Admins approve or reject resolutions." in page
-    assert client.post(reverse("resolution_approve", args=[proposal.pk])).status_code == 403
-    assert client.post(reverse("resolution_reject", args=[proposal.pk]), {"note": "x"}).status_code == 403
+    assert client.post(reverse("sync:resolution_approve", args=[proposal.pk])).status_code == 403
+    assert (
+        client.post(reverse("sync:resolution_reject", args=[proposal.pk]), {"note": "x"}).status_code == 403
+    )
     proposal.refresh_from_db()
     assert proposal.status == ResolutionStatus.PROPOSED
 
     client.force_login(hub_admin)
-    preview = client.get(reverse("resolution_approve", args=[proposal.pk]))
+    preview = client.get(reverse("sync:resolution_approve", args=[proposal.pk]))
     assert preview.status_code == 200 and preview.context["calls"] == proposal.calls
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(reverse("resolution_approve", args=[proposal.pk]))
+        response = client.post(reverse("sync:resolution_approve", args=[proposal.pk]))
     run = SyncRun.objects.get(kind=RunKind.RESOLUTION)
-    assert response["Location"] == reverse("run_detail", args=[run.pk]) and len(callbacks) == 1
+    assert response["Location"] == reverse("sync:run_detail", args=[run.pk]) and len(callbacks) == 1
     proposal.refresh_from_db()
     assert proposal.status == ResolutionStatus.APPROVED and proposal.decided_by == hub_admin
 
@@ -189,7 +193,7 @@ def test_rename_finds_a_free_username_in_moodle_and_applies_after_approval(
 
     client.force_login(hub_admin)
     with django_capture_on_commit_callbacks(execute=False):
-        client.post(reverse("resolution_approve", args=[proposal.pk]))
+        client.post(reverse("sync:resolution_approve", args=[proposal.pk]))
     run = engine.execute(SyncRun.objects.get(kind=RunKind.RESOLUTION).pk, transport=moodle.transport,
                          sleep=lambda s: None)  # fmt: skip
     assert run.status == RunStatus.SUCCEEDED, run.abort_reason
@@ -197,7 +201,7 @@ def test_rename_finds_a_free_username_in_moodle_and_applies_after_approval(
     row.refresh_from_db()
     proposal.refresh_from_db()
     assert row.status == ConflictStatus.RESOLVED and proposal.status == ResolutionStatus.APPLIED
-    page = client.get(reverse("conflict_detail", args=[row.pk])).content.decode()
+    page = client.get(reverse("sync:conflict_detail", args=[row.pk])).content.decode()
     assert "Applied" in page and "operator" in page and "admin" in page and f"#{run.pk}" in page
 
 
@@ -210,9 +214,12 @@ def test_ignore_is_proposed_approved_and_closes_the_conflict(
     proposal = Resolution.objects.get(conflict=row)
     assert proposal.calls == []
     client.force_login(hub_admin)
-    assert "No Moodle call" in client.get(reverse("resolution_approve", args=[proposal.pk])).content.decode()
+    assert (
+        "No Moodle call"
+        in client.get(reverse("sync:resolution_approve", args=[proposal.pk])).content.decode()
+    )
     with django_capture_on_commit_callbacks(execute=False):
-        client.post(reverse("resolution_approve", args=[proposal.pk]), {"note": "a test account"})
+        client.post(reverse("sync:resolution_approve", args=[proposal.pk]), {"note": "a test account"})
     moodle.reset_stats()
     engine.execute(
         SyncRun.objects.get(kind=RunKind.RESOLUTION).pk, transport=moodle.transport, sleep=lambda s: None
@@ -227,10 +234,10 @@ def test_admin_rejects_a_proposal_with_a_reason(client, operator, hub_admin, sit
     propose(client, row, ResolutionAction.IGNORE)
     proposal = Resolution.objects.get(conflict=row)
     client.force_login(hub_admin)
-    client.post(reverse("resolution_reject", args=[proposal.pk]), {"note": ""})
+    client.post(reverse("sync:resolution_reject", args=[proposal.pk]), {"note": ""})
     proposal.refresh_from_db()
     assert proposal.status == ResolutionStatus.PROPOSED
-    client.post(reverse("resolution_reject", args=[proposal.pk]), {"note": "she is a real person"})
+    client.post(reverse("sync:resolution_reject", args=[proposal.pk]), {"note": "she is a real person"})
     proposal.refresh_from_db()
     assert proposal.status == ResolutionStatus.REJECTED and proposal.note == "she is a real person"
     row.refresh_from_db()
@@ -244,10 +251,10 @@ def test_four_eyes_the_proposing_admin_cannot_approve(client, hub_admin, site):
     client.force_login(hub_admin)
     propose(client, row, ResolutionAction.IGNORE)
     proposal = Resolution.objects.get(conflict=row)
-    page = client.get(reverse("conflict_detail", args=[row.pk])).content.decode()
+    page = client.get(reverse("sync:conflict_detail", args=[row.pk])).content.decode()
     assert "Four-eyes rule: someone other than the proposer must approve." in page
-    assert reverse("resolution_approve", args=[proposal.pk]) not in page
-    response = client.post(reverse("resolution_approve", args=[proposal.pk]))
+    assert reverse("sync:resolution_approve", args=[proposal.pk]) not in page
+    response = client.post(reverse("sync:resolution_approve", args=[proposal.pk]))
     assert response.status_code == 403 and "Four-eyes rule" in response.content.decode()
     proposal.refresh_from_db()
     assert proposal.status == ResolutionStatus.PROPOSED
@@ -256,13 +263,13 @@ def test_four_eyes_the_proposing_admin_cannot_approve(client, hub_admin, site):
 def test_conflict_page_shows_the_diff_and_comments(client, operator, site):
     row = conflict(site)
     client.force_login(operator)
-    response = client.get(reverse("conflict_detail", args=[row.pk]))
+    response = client.get(reverse("sync:conflict_detail", args=[row.pk]))
     rows = {r["field"]: r for r in response.context["diff"]}
     assert rows["email"]["changed"] and not rows["username"]["changed"]
     assert "Moodle user 8812" in response.content.decode()
-    client.post(reverse("conflict_comment", args=[row.pk]), {"text": "Asked HR which Maria this is"})
+    client.post(reverse("sync:conflict_comment", args=[row.pk]), {"text": "Asked HR which Maria this is"})
     assert Comment.objects.get(conflict=row).author == operator
     assert (
         "Asked HR which Maria this is"
-        in client.get(reverse("conflict_detail", args=[row.pk])).content.decode()
+        in client.get(reverse("sync:conflict_detail", args=[row.pk])).content.decode()
     )

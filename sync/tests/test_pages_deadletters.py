@@ -54,7 +54,7 @@ def letter(
 
 
 def listed(client, **params) -> set[int]:
-    response = client.get(reverse("deadletter_list"), params)
+    response = client.get(reverse("sync:deadletter_list"), params)
     assert response.status_code == 200
     return {row.pk for row in response.context["page"].object_list}
 
@@ -98,7 +98,7 @@ def test_the_summary_groups_by_errorcode_function_and_status_and_links_to_each_g
     letter(
         site, minute=10, function="core_user_update_users", http_status=None, errorcode="dmlwriteexception"
     )
-    response = signed_in.get(reverse("deadletter_list"), {"site": "north"})
+    response = signed_in.get(reverse("sync:deadletter_list"), {"site": "north"})
     groups = {
         (g["errorcode"], g["function"], g["http_status"]): g["letters"] for g in response.context["groups"]
     }
@@ -112,7 +112,7 @@ def test_the_summary_groups_by_errorcode_function_and_status_and_links_to_each_g
 
 
 def test_empty_list_says_what_healthy_empty_means(signed_in, site):
-    page = signed_in.get(reverse("deadletter_list")).content.decode()
+    page = signed_in.get(reverse("sync:deadletter_list")).content.decode()
     assert "No open dead letters" in page and "Healthy" in page
 
 
@@ -120,7 +120,7 @@ def test_retry_one_queues_a_retry_run(signed_in, site, operator, django_capture_
     row = letter(site)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = signed_in.post(
-            reverse("deadletter_retry", args=[row.pk]), {"next": "/deadletters/?site=north"}
+            reverse("sync:deadletter_retry", args=[row.pk]), {"next": "/deadletters/?site=north"}
         )
     assert response.status_code == 302 and response["Location"] == "/deadletters/?site=north"
     row.refresh_from_db()
@@ -137,9 +137,9 @@ def test_retry_never_redirects_off_site(signed_in, site, django_capture_on_commi
     row = letter(site)
     with django_capture_on_commit_callbacks(execute=False):
         response = signed_in.post(
-            reverse("deadletter_retry", args=[row.pk]), {"next": "https://evil.example/"}
+            reverse("sync:deadletter_retry", args=[row.pk]), {"next": "https://evil.example/"}
         )
-    assert response["Location"] == reverse("deadletter_list")
+    assert response["Location"] == reverse("sync:deadletter_list")
 
 
 def test_retry_all_filtered_confirms_with_the_exact_count_then_queues_exactly_those(
@@ -152,10 +152,10 @@ def test_retry_all_filtered_confirms_with_the_exact_count_then_queues_exactly_th
     already_discarded = letter(site, minute=5, status=DeadLetterStatus.DISCARDED)
     flt = {"site": "north", "http_status": "503", "since": "2026-11-21T02:00", "until": "2026-11-21T02:20"}
 
-    list_page = signed_in.get(reverse("deadletter_list"), flt).content.decode()
+    list_page = signed_in.get(reverse("sync:deadletter_list"), flt).content.decode()
     assert "Retry all 3 filtered" in list_page
 
-    confirm = signed_in.get(reverse("deadletter_retry_filtered"), flt)
+    confirm = signed_in.get(reverse("sync:deadletter_retry_filtered"), flt)
     page = confirm.content.decode()
     assert confirm.context["count"] == 3
     assert "Retry 3 dead letters?" in page
@@ -164,7 +164,7 @@ def test_retry_all_filtered_confirms_with_the_exact_count_then_queues_exactly_th
     assert not DeadLetter.objects.filter(status=DeadLetterStatus.RETRYING).exists()  # the GET changed nothing
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = signed_in.post(reverse("deadletter_retry_filtered"), {**flt, "count": "3"})
+        response = signed_in.post(reverse("sync:deadletter_retry_filtered"), {**flt, "count": "3"})
     assert response.status_code == 302
     run = SyncRun.objects.get(kind=RunKind.RETRY)
     assert run.site == site and len(callbacks) == 1
@@ -190,7 +190,7 @@ def test_retry_all_queues_one_run_per_site(signed_in, site, south, django_captur
     letter(south)
     letter(south)
     with django_capture_on_commit_callbacks(execute=False):
-        signed_in.post(reverse("deadletter_retry_filtered"), {"count": "3"})
+        signed_in.post(reverse("sync:deadletter_retry_filtered"), {"count": "3"})
     runs = {run.site.slug: run for run in SyncRun.objects.filter(kind=RunKind.RETRY)}
     assert set(runs) == {"north", "south"}
     assert DeadLetter.objects.filter(retry_run=runs["south"]).count() == 2
@@ -199,7 +199,7 @@ def test_retry_all_queues_one_run_per_site(signed_in, site, south, django_captur
 def test_retry_all_asks_again_when_the_count_changed_since_the_confirmation(signed_in, site):
     letter(site)
     letter(site)
-    response = signed_in.post(reverse("deadletter_retry_filtered"), {"site": "north", "count": "1"})
+    response = signed_in.post(reverse("sync:deadletter_retry_filtered"), {"site": "north", "count": "1"})
     assert response.status_code == 200 and response.context["count"] == 2
     assert "The number changed" in response.content.decode()
     assert not SyncRun.objects.exists()
@@ -208,16 +208,16 @@ def test_retry_all_asks_again_when_the_count_changed_since_the_confirmation(sign
 
 def test_discard_asks_for_a_reason_and_keeps_it(signed_in, site, operator):
     row = letter(site)
-    form = signed_in.get(reverse("deadletter_discard", args=[row.pk]))
+    form = signed_in.get(reverse("sync:deadletter_discard", args=[row.pk]))
     assert form.status_code == 200 and 'name="reason"' in form.content.decode()
 
-    refused = signed_in.post(reverse("deadletter_discard", args=[row.pk]), {"reason": "   "})
+    refused = signed_in.post(reverse("sync:deadletter_discard", args=[row.pk]), {"reason": "   "})
     assert refused.status_code == 200 and refused.context["form"].errors
     row.refresh_from_db()
     assert row.status == DeadLetterStatus.OPEN
 
     response = signed_in.post(
-        reverse("deadletter_discard", args=[row.pk]),
+        reverse("sync:deadletter_discard", args=[row.pk]),
         {"reason": "left before the outage", "next": "/deadletters/"},
     )
     assert response.status_code == 302 and response["Location"] == "/deadletters/"
@@ -231,15 +231,15 @@ def test_dead_letter_actions_need_the_retry_permission(client, site):
     user = User.objects.create_user("viewer", password="x")
     client.force_login(user)
     row = letter(site)
-    assert client.post(reverse("deadletter_retry", args=[row.pk])).status_code == 403
-    assert client.get(reverse("deadletter_retry_filtered")).status_code == 403
-    assert client.post(reverse("deadletter_retry_filtered"), {"count": "1"}).status_code == 403
-    assert client.get(reverse("deadletter_discard", args=[row.pk])).status_code == 403
-    assert client.post(reverse("deadletter_discard", args=[row.pk]), {"reason": "x"}).status_code == 403
+    assert client.post(reverse("sync:deadletter_retry", args=[row.pk])).status_code == 403
+    assert client.get(reverse("sync:deadletter_retry_filtered")).status_code == 403
+    assert client.post(reverse("sync:deadletter_retry_filtered"), {"count": "1"}).status_code == 403
+    assert client.get(reverse("sync:deadletter_discard", args=[row.pk])).status_code == 403
+    assert client.post(reverse("sync:deadletter_discard", args=[row.pk]), {"reason": "x"}).status_code == 403
     row.refresh_from_db()
     assert row.status == DeadLetterStatus.OPEN and not SyncRun.objects.exists()
-    page = client.get(reverse("deadletter_list")).content.decode()
-    assert reverse("deadletter_retry", args=[row.pk]) not in page
+    page = client.get(reverse("sync:deadletter_list")).content.decode()
+    assert reverse("sync:deadletter_retry", args=[row.pk]) not in page
     assert "the “retry dead letters” permission" in page
 
 
@@ -248,18 +248,18 @@ def test_each_retry_shows_its_outcome_in_place(signed_in, site):
         site=site, kind=RunKind.RETRY, status=RunStatus.SUCCEEDED, finished_at=timezone.now()
     )
     row = letter(site, status=DeadLetterStatus.RESOLVED, retry_run=run)
-    page = signed_in.get(reverse("deadletter_list"), {"status": "all"}).content.decode()
+    page = signed_in.get(reverse("sync:deadletter_list"), {"status": "all"}).content.decode()
     assert f"retry run #{run.pk}" in page and "Resolved by a retry" in page
-    assert reverse("deadletter_retry", args=[row.pk]) not in page  # nothing left to retry
+    assert reverse("sync:deadletter_retry", args=[row.pk]) not in page  # nothing left to retry
 
 
 def test_dead_letter_list_query_count_does_not_grow_with_rows(signed_in, site):
     for _ in range(5):
         letter(site, minute=1)
     with CaptureQueriesContext(connection) as few:
-        assert signed_in.get(reverse("deadletter_list"), {"site": "north"}).status_code == 200
+        assert signed_in.get(reverse("sync:deadletter_list"), {"site": "north"}).status_code == 200
     for n in range(45):
         letter(site, minute=n % 20, http_status=503 if n % 2 else 502)
     with CaptureQueriesContext(connection) as many:
-        assert signed_in.get(reverse("deadletter_list"), {"site": "north"}).status_code == 200
+        assert signed_in.get(reverse("sync:deadletter_list"), {"site": "north"}).status_code == 200
     assert len(many) == len(few)

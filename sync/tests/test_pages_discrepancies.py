@@ -55,7 +55,7 @@ def orphan(site, run=None, **extra):
 
 
 def listed(client, **params) -> set[int]:
-    response = client.get(reverse("discrepancy_list"), params)
+    response = client.get(reverse("sync:discrepancy_list"), params)
     assert response.status_code == 200
     return {row.pk for row in response.context["page"].object_list}
 
@@ -65,7 +65,7 @@ def listed(client, **params) -> set[int]:
 
 def test_the_pages_need_a_login(client, site):
     d = drift(site)
-    for url in (reverse("discrepancy_list"), reverse("discrepancy_detail", args=[d.pk])):
+    for url in (reverse("sync:discrepancy_list"), reverse("sync:discrepancy_detail", args=[d.pk])):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
 
@@ -73,12 +73,12 @@ def test_the_pages_need_a_login(client, site):
 def test_an_operator_sees_the_page_but_the_approve_button_says_why_not(client, operator, site):
     d = drift(site)
     client.force_login(operator)
-    listing = client.get(reverse("discrepancy_list")).content.decode()
+    listing = client.get(reverse("sync:discrepancy_list")).content.decode()
     assert "Approve these 1…" in listing and "Only Admins approve or reject resolutions." in listing
-    assert reverse("discrepancy_approve_filtered") not in listing
-    detail = client.get(reverse("discrepancy_detail", args=[d.pk])).content.decode()
+    assert reverse("sync:discrepancy_approve_filtered") not in listing
+    detail = client.get(reverse("sync:discrepancy_detail", args=[d.pk])).content.decode()
     assert 'disabled aria-describedby="approve-why"' in detail and "Only Admins approve" in detail
-    assert reverse("discrepancy_approve", args=[d.pk]) not in detail
+    assert reverse("sync:discrepancy_approve", args=[d.pk]) not in detail
 
 
 def test_an_operator_approval_attempt_is_refused_and_nothing_changes(
@@ -87,10 +87,10 @@ def test_an_operator_approval_attempt_is_refused_and_nothing_changes(
     d = drift(site)
     client.force_login(operator)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert client.get(reverse("discrepancy_approve", args=[d.pk])).status_code == 403
-        assert client.post(reverse("discrepancy_approve", args=[d.pk])).status_code == 403
-        assert client.post(reverse("discrepancy_approve_filtered"), {"count": "1"}).status_code == 403
-        assert client.post(reverse("discrepancy_reject", args=[d.pk]), {"note": "no"}).status_code == 403
+        assert client.get(reverse("sync:discrepancy_approve", args=[d.pk])).status_code == 403
+        assert client.post(reverse("sync:discrepancy_approve", args=[d.pk])).status_code == 403
+        assert client.post(reverse("sync:discrepancy_approve_filtered"), {"count": "1"}).status_code == 403
+        assert client.post(reverse("sync:discrepancy_reject", args=[d.pk]), {"note": "no"}).status_code == 403
     assert callbacks == []
     d.refresh_from_db()
     assert d.status == DiscrepancyStatus.OPEN
@@ -122,7 +122,7 @@ def test_counts_per_kind_and_site_link_to_the_rows(client, operator, site, south
     orphan(site)
     drift(south)
     drift(site, status=DiscrepancyStatus.REJECTED)  # not waiting: not counted by default
-    response = client.get(reverse("discrepancy_list"), {"kind": "field_drift"})
+    response = client.get(reverse("sync:discrepancy_list"), {"kind": "field_drift"})
     counts = response.context["counts"]
     rows = {row["kind"]: [cell["n"] for cell in row["counts"]] for row in counts["rows"]}
     assert [s["name"] for s in counts["sites"]] == ["North Campus", "South Campus"]
@@ -139,17 +139,17 @@ def test_the_list_shows_the_proposed_resolution_and_relative_times(client, opera
     site.save()
     d = drift(site)
     client.force_login(operator)
-    page = client.get(reverse("discrepancy_list")).content.decode()
+    page = client.get(reverse("sync:discrepancy_list")).content.decode()
     assert "Update Moodle (source wins)" in page
-    assert f'href="{reverse("discrepancy_detail", args=[d.pk])}"' in page
+    assert f'href="{reverse("sync:discrepancy_detail", args=[d.pk])}"' in page
     assert "CET" in page  # exact time on hover, in the site's zone
 
 
 def test_empty_states_say_what_a_clean_night_looks_like(client, operator, site):
     client.force_login(operator)
-    page = client.get(reverse("discrepancy_list")).content.decode()
+    page = client.get(reverse("sync:discrepancy_list")).content.decode()
     assert "Nothing waiting for a decision" in page and "A clean night looks like this" in page
-    filtered = client.get(reverse("discrepancy_list"), {"kind": "orphan_in_moodle"}).content.decode()
+    filtered = client.get(reverse("sync:discrepancy_list"), {"kind": "orphan_in_moodle"}).content.decode()
     assert "No discrepancy matches these filters" in filtered
 
 
@@ -164,10 +164,10 @@ def test_list_query_count_does_not_grow_with_rows(client, operator, site, south)
     fill(5)
     orphan(south)
     with CaptureQueriesContext(connection) as few:
-        assert client.get(reverse("discrepancy_list")).status_code == 200
+        assert client.get(reverse("sync:discrepancy_list")).status_code == 200
     fill(45)
     with CaptureQueriesContext(connection) as many:
-        assert client.get(reverse("discrepancy_list")).status_code == 200
+        assert client.get(reverse("sync:discrepancy_list")).status_code == 200
     assert len(many) == len(few)
 
 
@@ -177,7 +177,7 @@ def test_list_query_count_does_not_grow_with_rows(client, operator, site, south)
 def test_detail_shows_source_and_moodle_side_by_side_with_the_change_highlighted(client, operator, site):
     d = drift(site)
     client.force_login(operator)
-    response = client.get(reverse("discrepancy_detail", args=[d.pk]))
+    response = client.get(reverse("sync:discrepancy_detail", args=[d.pk]))
     row = response.context["diff"][0]
     assert row["field"] == "department" and row["source"] == "History" and row["changed"]
     assert row["cells"][0] == {"value": "Edited by hand", "known": True, "differs": True}
@@ -189,7 +189,7 @@ def test_detail_shows_source_and_moodle_side_by_side_with_the_change_highlighted
 def test_the_preview_lists_exactly_the_planned_calls_and_changes_nothing(client, hub_admin, site):
     d = drift(site)
     client.force_login(hub_admin)
-    response = client.get(reverse("discrepancy_approve", args=[d.pk]))
+    response = client.get(reverse("sync:discrepancy_approve", args=[d.pk]))
     assert response.status_code == 200
     assert response.context["calls"] == [
         {
@@ -208,9 +208,9 @@ def test_admin_approves_one_discrepancy_and_is_sent_to_the_resolution_run(
     d = drift(site)
     client.force_login(hub_admin)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(reverse("discrepancy_approve", args=[d.pk]), {"note": "HR confirmed"})
+        response = client.post(reverse("sync:discrepancy_approve", args=[d.pk]), {"note": "HR confirmed"})
     run = SyncRun.objects.get(kind=RunKind.RESOLUTION)
-    assert response.status_code == 302 and response["Location"] == reverse("run_detail", args=[run.pk])
+    assert response.status_code == 302 and response["Location"] == reverse("sync:run_detail", args=[run.pk])
     assert len(callbacks) == 1
     resolution = Resolution.objects.get(discrepancy=d)
     assert resolution.status == ResolutionStatus.APPROVED and resolution.run == run
@@ -228,11 +228,11 @@ def test_choose_asks_which_user_then_previews_the_retirement_of_the_others(clien
         proposed_action=ResolutionAction.CHOOSE,
     )  # fmt: skip
     client.force_login(hub_admin)
-    detail = client.get(reverse("discrepancy_detail", args=[d.pk])).content.decode()
+    detail = client.get(reverse("sync:discrepancy_detail", args=[d.pk])).content.decode()
     assert 'name="user" value="41"' in detail and "Moodle user 42 (candidate)" in detail
-    asks = client.get(reverse("discrepancy_approve", args=[d.pk]))
+    asks = client.get(reverse("sync:discrepancy_approve", args=[d.pk]))
     assert "calls" not in asks.context and "Which Moodle user?" in asks.content.decode()
-    preview = client.get(reverse("discrepancy_approve", args=[d.pk]), {"user": "41"})
+    preview = client.get(reverse("sync:discrepancy_approve", args=[d.pk]), {"user": "41"})
     update = "core_user_update_users"
     assert preview.context["calls"] == [
         {"function": update, "params": {"users": [{"id": 41, "idnumber": "E00032"}]}},
@@ -244,19 +244,19 @@ def test_choose_asks_which_user_then_previews_the_retirement_of_the_others(clien
 def test_reject_requires_a_note_and_marks_the_discrepancy_rejected(client, hub_admin, site):
     d = drift(site)
     client.force_login(hub_admin)
-    response = client.post(reverse("discrepancy_reject", args=[d.pk]), {"note": "  "})
+    response = client.post(reverse("sync:discrepancy_reject", args=[d.pk]), {"note": "  "})
     assert response.status_code == 400 and "This field is required." in response.content.decode()
     d.refresh_from_db()
     assert d.status == DiscrepancyStatus.OPEN and not Resolution.objects.exists()
 
-    response = client.post(reverse("discrepancy_reject", args=[d.pk]), {"note": "Moodle is right"})
+    response = client.post(reverse("sync:discrepancy_reject", args=[d.pk]), {"note": "Moodle is right"})
     assert response.status_code == 302
     d.refresh_from_db()
     assert d.status == DiscrepancyStatus.REJECTED
     rejected = Resolution.objects.get(discrepancy=d)
     assert rejected.status == ResolutionStatus.REJECTED and rejected.decided_by == hub_admin
     assert rejected.note == "Moodle is right"
-    page = client.get(reverse("discrepancy_detail", args=[d.pk])).content.decode()
+    page = client.get(reverse("sync:discrepancy_detail", args=[d.pk])).content.decode()
     assert "“Moodle is right”" in page and "Nothing to decide" in page
 
 
@@ -264,14 +264,14 @@ def test_comments_are_saved_and_shown(client, operator, site):
     d = drift(site)
     client.force_login(operator)
     response = client.post(
-        reverse("discrepancy_comment", args=[d.pk]), {"text": "HR says the new dept is right"}
+        reverse("sync:discrepancy_comment", args=[d.pk]), {"text": "HR says the new dept is right"}
     )
     assert response.status_code == 302
     comment = Comment.objects.get(discrepancy=d)
     assert comment.author == operator
-    page = client.get(reverse("discrepancy_detail", args=[d.pk])).content.decode()
+    page = client.get(reverse("sync:discrepancy_detail", args=[d.pk])).content.decode()
     assert "HR says the new dept is right" in page and "operator" in page
-    assert client.post(reverse("discrepancy_comment", args=[d.pk]), {"text": ""}).status_code == 400
+    assert client.post(reverse("sync:discrepancy_comment", args=[d.pk]), {"text": ""}).status_code == 400
 
 
 # -- bulk ----------------------------------------------------------------------------------------------------
@@ -286,9 +286,9 @@ def test_bulk_approve_of_a_filtered_set_approves_exactly_that_set_one_run_per_si
     decided = drift(site, status=DiscrepancyStatus.APPLIED)
     client.force_login(hub_admin)
 
-    listing = client.get(reverse("discrepancy_list"), {"kind": "field_drift"}).content.decode()
+    listing = client.get(reverse("sync:discrepancy_list"), {"kind": "field_drift"}).content.decode()
     assert "Approve these 5…" in listing
-    confirm = client.get(reverse("discrepancy_approve_filtered"), {"kind": "field_drift"})
+    confirm = client.get(reverse("sync:discrepancy_approve_filtered"), {"kind": "field_drift"})
     assert confirm.context["count"] == 5 and len(confirm.context["calls"]) == 5
     page = confirm.content.decode()
     assert "Approve 5 discrepancies?" in page
@@ -297,7 +297,9 @@ def test_bulk_approve_of_a_filtered_set_approves_exactly_that_set_one_run_per_si
     assert not Resolution.objects.exists()
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(reverse("discrepancy_approve_filtered"), {"kind": "field_drift", "count": "5"})
+        response = client.post(
+            reverse("sync:discrepancy_approve_filtered"), {"kind": "field_drift", "count": "5"}
+        )
     assert response.status_code == 302 and len(callbacks) == 2
     runs = {run.site.slug: run for run in SyncRun.objects.filter(kind=RunKind.RESOLUTION)}
     assert set(runs) == {"north", "south"}
@@ -311,7 +313,7 @@ def test_bulk_approve_asks_again_when_the_count_changed(client, hub_admin, site)
     drift(site)
     client.force_login(hub_admin)
     drift(site)  # found meanwhile
-    response = client.post(reverse("discrepancy_approve_filtered"), {"count": "1"})
+    response = client.post(reverse("sync:discrepancy_approve_filtered"), {"count": "1"})
     assert (
         response.status_code == 200
         and "The number changed since you confirmed 1" in response.content.decode()
@@ -327,7 +329,7 @@ def test_bulk_approve_leaves_choices_of_moodle_user_for_one_by_one(client, hub_a
         proposed_action=ResolutionAction.CHOOSE,
     )  # fmt: skip
     client.force_login(hub_admin)
-    confirm = client.get(reverse("discrepancy_approve_filtered"))
+    confirm = client.get(reverse("sync:discrepancy_approve_filtered"))
     assert confirm.context["count"] == 1 and confirm.context["left_out"] == 1
     assert "except 1 that needs a choice of Moodle user" in confirm.content.decode()
 
@@ -340,9 +342,9 @@ def test_four_eyes_refuses_the_proposer_with_the_reason(client, hub_admin, site)
     d = orphan(site)
     proposal = resolutions.propose(action=d.proposed_action, discrepancy=d, user=hub_admin)
     client.force_login(hub_admin)
-    detail = client.get(reverse("discrepancy_detail", args=[d.pk])).content.decode()
+    detail = client.get(reverse("sync:discrepancy_detail", args=[d.pk])).content.decode()
     assert "Four-eyes rule: someone other than the proposer must approve." in detail
-    response = client.post(reverse("resolution_approve", args=[proposal.pk]))
+    response = client.post(reverse("sync:resolution_approve", args=[proposal.pk]))
     assert response.status_code == 403
     assert "Not approved. Four-eyes rule: someone other than the proposer must approve." in (
         response.content.decode()
@@ -356,14 +358,14 @@ def test_an_approval_from_the_page_is_checked_again_in_the_task(
 ):
     from django.contrib.auth.models import Group
 
-    from sync import engine
+    from sync.run import engine
 
     user = moodle.control("POST", "users", {"username": "ana", "email": "ana@example.edu", "firstname": "Ana",
                                             "lastname": "K", "department": "Edited by hand"})  # fmt: skip
     d = drift(sync_site, moodle_user_id=user["id"])
     client.force_login(hub_admin)
     with django_capture_on_commit_callbacks(execute=False):
-        client.post(reverse("discrepancy_approve", args=[d.pk]))
+        client.post(reverse("sync:discrepancy_approve", args=[d.pk]))
     hub_admin.groups.remove(Group.objects.get(name="Admins"))  # lost the role before the worker ran
     run = engine.execute(
         SyncRun.objects.get(kind=RunKind.RESOLUTION).pk, transport=moodle.transport, sleep=lambda s: None
@@ -385,12 +387,12 @@ def test_relink_may_create_a_new_account_and_every_kind_renders(client, hub_admi
         proposed_action=ResolutionAction.RELINK,
     )  # fmt: skip
     client.force_login(hub_admin)
-    detail = client.get(reverse("discrepancy_detail", args=[gone.pk])).content.decode()
+    detail = client.get(reverse("sync:discrepancy_detail", args=[gone.pk])).content.decode()
     assert "Create a new Moodle account for this person" in detail and "Moodle user 62 (candidate)" in detail
-    preview = client.get(reverse("discrepancy_approve", args=[gone.pk]), {"user": "new"})
+    preview = client.get(reverse("sync:discrepancy_approve", args=[gone.pk]), {"user": "new"})
     assert [call["function"] for call in preview.context["calls"]] == ["core_user_create_users"]
     assert preview.context["calls"][0]["params"]["users"][0]["idnumber"] == "E07777"
-    linked = client.get(reverse("discrepancy_approve", args=[gone.pk]), {"user": "62"})
+    linked = client.get(reverse("sync:discrepancy_approve", args=[gone.pk]), {"user": "62"})
     assert linked.context["calls"][0]["params"]["users"] == [{"id": 62, "idnumber": "E07777"}]
     for other in (orphan(site), drift(site, kind=DiscrepancyKind.SUSPENDED_MISMATCH)):
-        assert client.get(reverse("discrepancy_detail", args=[other.pk])).status_code == 200
+        assert client.get(reverse("sync:discrepancy_detail", args=[other.pk])).status_code == 200

@@ -1,13 +1,12 @@
 """Records pages: search by external id, username, email or name; filters; a record's status in words, its
 values beside Moodle's, and its history."""
 
-import functools
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from simulator.server import serve
 from sync.choices import ConflictKind, ErrorCategory, RunKind, RunStatus, SyncStatus
 from sync.models import Conflict, DeadLetter, MoodleSite, RecordEvent, SyncRecord, SyncRun
 
@@ -54,7 +53,7 @@ def people(site):
 
 
 def found(client, **params) -> set[str]:
-    response = client.get(reverse("record_list"), params)
+    response = client.get(reverse("sync:record_list"), params)
     assert response.status_code == 200
     return {record.external_id for record in response.context["page"].object_list}
 
@@ -93,7 +92,7 @@ def test_run_and_outcome_find_the_records_a_run_left_with_that_outcome(signed_in
 
 
 def test_empty_search_explains_what_it_matches(signed_in, people):
-    page = signed_in.get(reverse("record_list"), {"q": "nobody"}).content.decode()
+    page = signed_in.get(reverse("sync:record_list"), {"q": "nobody"}).content.decode()
     assert "No record matches" in page and "external id exactly" in page
 
 
@@ -110,10 +109,10 @@ def test_record_list_query_count_does_not_grow_with_records(signed_in, site):
 
     fill(0, 5)
     with CaptureQueriesContext(connection) as few:
-        assert signed_in.get(reverse("record_list"), {"q": "user"}).status_code == 200
+        assert signed_in.get(reverse("sync:record_list"), {"q": "user"}).status_code == 200
     fill(5, 45)
     with CaptureQueriesContext(connection) as many:
-        assert signed_in.get(reverse("record_list"), {"q": "user"}).status_code == 200
+        assert signed_in.get(reverse("sync:record_list"), {"q": "user"}).status_code == 200
     assert len(many) == len(few)
 
 
@@ -136,7 +135,7 @@ def test_record_page_says_why_and_shows_moodle_values_beside_the_source(signed_i
         function="core_user_create_users",
         message=MARIA_CONFLICT,
     )
-    response = signed_in.get(reverse("record_detail", args=[maria.pk]))
+    response = signed_in.get(reverse("sync:record_detail", args=[maria.pk]))
     page = response.content.decode()
     assert MARIA_CONFLICT in page
     assert "Moodle user 8812" in page and "Manuel" in page
@@ -145,7 +144,7 @@ def test_record_page_says_why_and_shows_moodle_values_beside_the_source(signed_i
     assert rows["lastname"]["theirs"][0]["differs"] is False
     assert rows["username"]["theirs"][0]["differs"] is False
     assert 'class="differs"' in page
-    assert f'href="{reverse("run_detail", args=[run.pk])}"' in page  # history links to the run
+    assert f'href="{reverse("sync:run_detail", args=[run.pk])}"' in page  # history links to the run
     assert "core_user_create_users" in page
     assert "Open conflicts" in page
 
@@ -155,35 +154,31 @@ def test_record_page_lists_its_dead_letters(signed_in, people):
     DeadLetter.objects.create(
         site=ana.site, record=ana, function="core_user_update_users", category="transient", http_status=503
     )
-    page = signed_in.get(reverse("record_detail", args=[ana.pk])).content.decode()
+    page = signed_in.get(reverse("sync:record_detail", args=[ana.pk])).content.decode()
     assert "core_user_update_users" in page and "HTTP 503" in page
 
 
 def test_look_up_without_a_token_says_so_clearly(signed_in, people):
-    response = signed_in.post(reverse("record_lookup", args=[people["maria"].pk]))
+    response = signed_in.post(reverse("sync:record_lookup", args=[people["maria"].pk]))
     assert response.status_code == 200
     assert "no active service token" in response.content.decode()
     assert response.context["lookup_error"]
 
 
 def test_look_up_needs_a_post(signed_in, people):
-    assert signed_in.get(reverse("record_lookup", args=[people["maria"].pk])).status_code == 405
+    assert signed_in.get(reverse("sync:record_lookup", args=[people["maria"].pk])).status_code == 405
 
 
 def test_record_pages_need_a_login(client, people):
     for url in (
-        reverse("record_detail", args=[people["maria"].pk]),
-        reverse("record_lookup", args=[people["maria"].pk]),
+        reverse("sync:record_detail", args=[people["maria"].pk]),
+        reverse("sync:record_lookup", args=[people["maria"].pk]),
     ):
         response = client.post(url) if url.endswith("lookup/") else client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
-def test_look_up_shows_moodles_values_beside_the_source_with_changes_marked(
-    signed_in, sync_site, moodle, monkeypatch
-):
-    from sync import connect, views
-
+def test_look_up_shows_moodles_values_beside_the_source_with_changes_marked(signed_in, sync_site, moodle):
     user = {
         "username": "mgarcia", "email": "old@example.edu", "firstname": "María", "lastname": "García",
         "idnumber": "E00042",
@@ -193,11 +188,10 @@ def test_look_up_shows_moodles_values_beside_the_source_with_changes_marked(
         sync_site, "E00042", username="mgarcia", sync_status=SyncStatus.PENDING,
         payload={**user, "email": "maria@example.edu"},
     )  # fmt: skip
-    # The far end is the simulator, reached through its in-process transport.
-    monkeypatch.setattr(
-        views, "client_for", functools.partial(connect.client_for, transport=moodle.transport)
-    )
-    response = signed_in.post(reverse("record_lookup", args=[record.pk]))
+    # The far end is the simulator, over HTTP like a real Moodle.
+    with serve(moodle.app) as server:
+        MoodleSite.objects.filter(pk=sync_site.pk).update(base_url=server.url)
+        response = signed_in.post(reverse("sync:record_lookup", args=[record.pk]))
     assert response.status_code == 200 and not response.context["lookup_error"]
     rows = {row["field"]: row for row in response.context["comparison"]}
     assert rows["email"]["theirs"][0] == {"value": "old@example.edu", "known": True, "differs": True}

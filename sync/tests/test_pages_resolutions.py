@@ -52,13 +52,13 @@ def test_history_lists_the_trail_of_each_resolution(client, operator, hub_admin,
     site.save()
     resolution = applied_drift(site, proposed_by=operator, decided_by=hub_admin)
     client.force_login(operator)
-    response = client.get(reverse("resolution_list"))
+    response = client.get(reverse("sync:resolution_list"))
     assert [r.pk for r in response.context["page"].object_list] == [resolution.pk]
     page = response.content.decode()
     for expected in (
         "Update Moodle (source wins)", "Applied", "operator", "admin", "“HR confirmed”", "1 call(s) made",
-        "core_user_update_users", f'href="{reverse("run_detail", args=[resolution.run_id])}"',
-        f'href="{reverse("discrepancy_detail", args=[resolution.discrepancy_id])}"', "CET",
+        "core_user_update_users", f'href="{reverse("sync:run_detail", args=[resolution.run_id])}"',
+        f'href="{reverse("sync:discrepancy_detail", args=[resolution.discrepancy_id])}"', "CET",
     ):  # fmt: skip
         assert expected in page, expected
 
@@ -69,7 +69,7 @@ def test_history_names_the_policy_or_the_reconciliation_when_no_person_acted(
     applied_drift(site, automatic=True)
     applied_drift(site, decided_by=hub_admin)  # the reconciliation proposed it, an admin approved
     client.force_login(operator)
-    page = client.get(reverse("resolution_list")).content.decode()
+    page = client.get(reverse("sync:resolution_list")).content.decode()
     assert "the site's policy" in page and "the reconciliation" in page
 
 
@@ -88,7 +88,7 @@ def test_history_filters_from_the_querystring(client, operator, hub_admin, site)
     client.force_login(operator)
 
     def listed(**params):
-        return {r.pk for r in client.get(reverse("resolution_list"), params).context["page"].object_list}
+        return {r.pk for r in client.get(reverse("sync:resolution_list"), params).context["page"].object_list}
 
     assert listed() == {manual.pk, automatic.pk, rejected.pk, linked.pk}
     assert listed(site="south") == {rejected.pk}
@@ -97,16 +97,16 @@ def test_history_filters_from_the_querystring(client, operator, hub_admin, site)
     assert listed(decided="person", status="applied") == {manual.pk}
     assert listed(action="link") == {linked.pk}
     assert listed(run=manual.run_id) == {manual.pk}
-    page = client.get(reverse("resolution_list"), {"action": "link"}).content.decode()
-    assert f'href="{reverse("conflict_detail", args=[conflict.pk])}"' in page
+    page = client.get(reverse("sync:resolution_list"), {"action": "link"}).content.decode()
+    assert f'href="{reverse("sync:conflict_detail", args=[conflict.pk])}"' in page
 
 
 def test_history_empty_states(client, operator, site):
     client.force_login(operator)
-    assert "No resolutions yet" in client.get(reverse("resolution_list")).content.decode()
+    assert "No resolutions yet" in client.get(reverse("sync:resolution_list")).content.decode()
     assert (
         "No resolution matches"
-        in client.get(reverse("resolution_list"), {"status": "failed"}).content.decode()
+        in client.get(reverse("sync:resolution_list"), {"status": "failed"}).content.decode()
     )
 
 
@@ -115,11 +115,11 @@ def test_history_query_count_does_not_grow_with_rows(client, operator, hub_admin
     for _ in range(5):
         applied_drift(site, proposed_by=operator, decided_by=hub_admin)
     with CaptureQueriesContext(connection) as few:
-        assert client.get(reverse("resolution_list")).status_code == 200
+        assert client.get(reverse("sync:resolution_list")).status_code == 200
     for _ in range(45):
         applied_drift(site, proposed_by=operator, decided_by=hub_admin)
     with CaptureQueriesContext(connection) as many:
-        assert client.get(reverse("resolution_list")).status_code == 200
+        assert client.get(reverse("sync:resolution_list")).status_code == 200
     assert len(many) == len(few)
 
 
@@ -131,7 +131,7 @@ def test_site_page_shows_the_reconciliation_policy(client, operator, site):
     site.auto_apply_kinds = [DiscrepancyKind.FIELD_DRIFT]
     site.save()
     client.force_login(operator)
-    page = client.get(reverse("site_detail", args=[site.slug])).content.decode()
+    page = client.get(reverse("sync:site_detail", args=[site.slug])).content.decode()
     assert "Applied without approval" in page and "field drift" in page
     assert "on: whoever proposed a resolution cannot approve it" in page
     assert "suspend at most 2 % of the users or 500" in page
@@ -143,17 +143,17 @@ def test_reconcile_now_queues_a_reconciliation(
 ):
     client.force_login(operator)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(reverse("site_reconcile", args=[sync_site.slug]))
+        response = client.post(reverse("sync:site_reconcile", args=[sync_site.slug]))
     run = SyncRun.objects.get(kind=RunKind.RECONCILE)
-    assert response["Location"] == reverse("run_detail", args=[run.pk]) and len(callbacks) == 1
+    assert response["Location"] == reverse("sync:run_detail", args=[run.pk]) and len(callbacks) == 1
     assert run.started_by == operator
 
 
 def test_reconcile_now_needs_the_operate_runs_permission(client, django_user_model, site):
     viewer = django_user_model.objects.create_user("viewer", password="x")
     client.force_login(viewer)
-    assert client.post(reverse("site_reconcile", args=[site.slug])).status_code == 403
-    assert "Reconcile now" not in client.get(reverse("site_detail", args=[site.slug])).content.decode()
+    assert client.post(reverse("sync:site_reconcile", args=[site.slug])).status_code == 403
+    assert "Reconcile now" not in client.get(reverse("sync:site_detail", args=[site.slug])).content.decode()
 
 
 def test_overview_counts_waiting_discrepancies_and_open_conflicts_with_links(client, operator, site):
@@ -166,6 +166,6 @@ def test_overview_counts_waiting_discrepancies_and_open_conflicts_with_links(cli
     record = SyncRecord.objects.create(site=site, external_id="E1")
     Conflict.objects.create(site=site, record=record, kind=ConflictKind.USERNAME_TAKEN, message="taken")
     client.force_login(operator)
-    page = client.get(reverse("overview")).content.decode()
+    page = client.get(reverse("monitoring:overview")).content.decode()
     assert 'href="/discrepancies/?site=north">2</a>' in page
     assert 'href="/conflicts/?site=north">1</a>' in page

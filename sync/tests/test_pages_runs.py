@@ -49,7 +49,7 @@ def signed_in(client, operator):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["run_list", "record_list", "deadletter_list"])
+@pytest.mark.parametrize("name", ["sync:run_list", "sync:record_list", "sync:deadletter_list"])
 def test_pages_redirect_to_login_when_signed_out(client, name):
     response = client.get(reverse(name))
     assert response.status_code == 302 and response["Location"].startswith("/login/")
@@ -58,7 +58,7 @@ def test_pages_redirect_to_login_when_signed_out(client, name):
 @pytest.mark.django_db
 def test_run_detail_redirects_to_login_when_signed_out(client, site):
     run = make_run(site)
-    for url in (reverse("run_detail", args=[run.pk]), reverse("run_progress", args=[run.pk])):
+    for url in (reverse("sync:run_detail", args=[run.pk]), reverse("sync:run_progress", args=[run.pk])):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
 
@@ -79,55 +79,56 @@ def test_run_list_filters_by_site_kind_status_and_time_from_the_querystring(sign
     )
     south_run = make_run(south, status=RunStatus.SUCCEEDED)
 
-    assert listed(signed_in.get(reverse("run_list"))) == {
+    assert listed(signed_in.get(reverse("sync:run_list"))) == {
         north_ok.pk,
         north_failed.pk,
         north_old.pk,
         south_run.pk,
     }
-    assert listed(signed_in.get(reverse("run_list"), {"site": "south"})) == {south_run.pk}
-    assert listed(signed_in.get(reverse("run_list"), {"kind": "bootstrap"})) == {north_old.pk}
-    assert listed(signed_in.get(reverse("run_list"), {"site": "north", "status": "failed"})) == {
+    assert listed(signed_in.get(reverse("sync:run_list"), {"site": "south"})) == {south_run.pk}
+    assert listed(signed_in.get(reverse("sync:run_list"), {"kind": "bootstrap"})) == {north_old.pk}
+    assert listed(signed_in.get(reverse("sync:run_list"), {"site": "north", "status": "failed"})) == {
         north_failed.pk
     }
-    assert listed(signed_in.get(reverse("run_list"), {"site": "north", "since": "24h"})) == {
+    assert listed(signed_in.get(reverse("sync:run_list"), {"site": "north", "since": "24h"})) == {
         north_ok.pk,
         north_failed.pk,
     }
-    assert listed(signed_in.get(reverse("run_list"), {"since": "7d"})) == {
+    assert listed(signed_in.get(reverse("sync:run_list"), {"since": "7d"})) == {
         north_ok.pk,
         north_failed.pk,
         north_old.pk,
         south_run.pk,
     }
 
-    page = signed_in.get(reverse("run_list"), {"status": "failed"}).content.decode()
+    page = signed_in.get(reverse("sync:run_list"), {"status": "failed"}).content.decode()
     assert "the worker&#x27;s time limit was reached" in page
-    assert f'href="{reverse("run_detail", args=[north_failed.pk])}"' in page
+    assert f'href="{reverse("sync:run_detail", args=[north_failed.pk])}"' in page
 
 
 def test_a_bad_filter_value_is_reported_and_the_others_still_apply(signed_in, site, south):
     make_run(site)
     south_run = make_run(south)
-    response = signed_in.get(reverse("run_list"), {"site": "south", "status": "exploded"})
+    response = signed_in.get(reverse("sync:run_list"), {"site": "south", "status": "exploded"})
     assert listed(response) == {south_run.pk}
     assert "This filter is not applied" in response.content.decode()
 
 
 def test_run_list_empty_state_says_what_healthy_means(signed_in, site):
-    page = signed_in.get(reverse("run_list")).content.decode()
+    page = signed_in.get(reverse("sync:run_list")).content.decode()
     assert "No runs yet" in page and "every 15 minutes" in page
-    page = signed_in.get(reverse("run_list"), {"status": "failed"}).content.decode()
+    page = signed_in.get(reverse("sync:run_list"), {"status": "failed"}).content.decode()
     assert "No run matches these filters" in page
 
 
 def test_run_list_paginates_by_50_and_keeps_the_filter_in_page_links(signed_in, site):
     SyncRun.objects.bulk_create([SyncRun(site=site, kind=RunKind.INCREMENTAL) for _ in range(55)])
-    response = signed_in.get(reverse("run_list"), {"site": "north"})
+    response = signed_in.get(reverse("sync:run_list"), {"site": "north"})
     assert len(response.context["page"].object_list) == 50
     assert "site=north&amp;page=2" in response.content.decode()
     assert (
-        len(signed_in.get(reverse("run_list"), {"site": "north", "page": 2}).context["page"].object_list) == 5
+        len(signed_in.get(reverse("sync:run_list"), {"site": "north", "page": 2}).context["page"].object_list)
+        == 5
     )
 
 
@@ -142,10 +143,10 @@ def test_run_list_query_count_does_not_grow_with_runs(signed_in, site, operator)
 
     fill(5)
     with CaptureQueriesContext(connection) as few:
-        assert signed_in.get(reverse("run_list"), {"site": "north"}).status_code == 200
+        assert signed_in.get(reverse("sync:run_list"), {"site": "north"}).status_code == 200
     fill(45)
     with CaptureQueriesContext(connection) as many:
-        assert signed_in.get(reverse("run_list"), {"site": "north"}).status_code == 200
+        assert signed_in.get(reverse("sync:run_list"), {"site": "north"}).status_code == 200
     assert len(many) == len(few)
 
 
@@ -158,21 +159,21 @@ def test_progress_partial_polls_while_the_run_is_running(signed_in, site):
         site, status=RunStatus.RUNNING, started_at=start, last_progress_at=start + timedelta(minutes=5),
         progress_total=2000, progress_done=500,
     )  # fmt: skip
-    page = signed_in.get(reverse("run_progress", args=[run.pk])).content.decode()
-    assert f'hx-get="{reverse("run_progress", args=[run.pk])}"' in page
+    page = signed_in.get(reverse("sync:run_progress", args=[run.pk])).content.decode()
+    assert f'hx-get="{reverse("sync:run_progress", args=[run.pk])}"' in page
     assert 'hx-trigger="every 2s"' in page and 'hx-swap="outerHTML"' in page
     assert '<progress max="100" value="25"' in page and "aria-label=" in page
     assert "25 %" in page
     assert ">100<" in page  # 500 records in 5 minutes: 100 a minute, so 15 minutes left
-    assert signed_in.get(reverse("run_progress", args=[run.pk])).context["eta"] is not None
+    assert signed_in.get(reverse("sync:run_progress", args=[run.pk])).context["eta"] is not None
 
 
 def test_progress_partial_stops_polling_when_the_run_finished(signed_in, site):
     run = make_run(site, status=RunStatus.SUCCEEDED, progress_total=10, progress_done=10)
-    page = signed_in.get(reverse("run_progress", args=[run.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_progress", args=[run.pk])).content.decode()
     assert "hx-get" not in page and "hx-trigger" not in page
     assert '<progress max="100" value="100"' in page
-    detail = signed_in.get(reverse("run_detail", args=[run.pk])).content.decode()
+    detail = signed_in.get(reverse("sync:run_detail", args=[run.pk])).content.decode()
     assert "hx-trigger" not in detail and 'id="run-progress"' in detail
 
 
@@ -181,7 +182,7 @@ def test_run_page_shows_the_abort_reason_and_links_counters_to_records(signed_in
         site, status=RunStatus.ABORTED, conflicts=2, errors=3, dead_lettered=1,
         abort_reason="Moodle rejected the token …abcd (accessexception): access denied",
     )  # fmt: skip
-    page = signed_in.get(reverse("run_detail", args=[run.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_detail", args=[run.pk])).content.decode()
     assert "Moodle rejected the token …abcd (accessexception)" in page
     assert f"/records/?run={run.pk}&amp;outcome=conflict" in page
     assert f"/records/?run={run.pk}&amp;status=error" in page
@@ -216,7 +217,7 @@ def test_run_page_groups_errors_by_category_errorcode_and_outcome(signed_in, sit
         RecordEvent.objects.create(record=record, run=run, action="create", outcome=outcome)
     RecordEvent.objects.create(record=records[0], run=run, action="update", outcome="ok")
 
-    response = signed_in.get(reverse("run_detail", args=[run.pk]))
+    response = signed_in.get(reverse("sync:run_detail", args=[run.pk]))
     groups = {
         (g["outcome"], g["errorcode"], g["function"]): g["calls"] for g in response.context["call_errors"]
     }
@@ -235,7 +236,7 @@ def test_run_page_shows_the_timeline(signed_in, site):
     RunEvent.objects.create(
         run=run, level=RunEvent.Level.WARNING, message="Waiting 30 s: Moodle's circuit breaker is open"
     )
-    page = signed_in.get(reverse("run_detail", args=[run.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_detail", args=[run.pk])).content.decode()
     assert page.index("Queued by operator") < page.index("Waiting 30 s")
 
 
@@ -250,7 +251,7 @@ def test_dry_run_page_shows_the_plan_with_examples_and_estimate(signed_in, site)
         "estimate": {"calls": 42, "minutes": 3.5},
     }  # fmt: skip
     run = make_run(site, kind=RunKind.BOOTSTRAP, dry_run=True, status=RunStatus.SUCCEEDED, plan=plan)
-    page = signed_in.get(reverse("run_detail", args=[run.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_detail", args=[run.pk])).content.decode()
     assert "Dry run" in page and "What a real run would do" in page
     assert "Would create" in page and ">1500<" in page
     assert "username mgarcia already belongs to Moodle user 8812" in page
@@ -262,8 +263,8 @@ def test_dry_run_page_shows_the_plan_with_examples_and_estimate(signed_in, site)
 
 def test_pause_asks_the_running_run_to_stop_after_its_batch(signed_in, site):
     run = make_run(site, status=RunStatus.RUNNING)
-    response = signed_in.post(reverse("run_pause", args=[run.pk]))
-    assert response.status_code == 302 and response["Location"] == reverse("run_detail", args=[run.pk])
+    response = signed_in.post(reverse("sync:run_pause", args=[run.pk]))
+    assert response.status_code == 302 and response["Location"] == reverse("sync:run_detail", args=[run.pk])
     run.refresh_from_db()
     assert run.control == RunControl.PAUSE and run.status == RunStatus.RUNNING
     assert RunEvent.objects.filter(run=run, message__startswith="Pause requested by operator").exists()
@@ -274,7 +275,7 @@ def test_pause_asks_the_running_run_to_stop_after_its_batch(signed_in, site):
 
 def test_pause_of_a_finished_run_changes_nothing_and_says_why(signed_in, site):
     run = make_run(site, status=RunStatus.SUCCEEDED)
-    response = signed_in.post(reverse("run_pause", args=[run.pk]), follow=True)
+    response = signed_in.post(reverse("sync:run_pause", args=[run.pk]), follow=True)
     run.refresh_from_db()
     assert run.control == "" and run.status == RunStatus.SUCCEEDED
     assert not RunEvent.objects.filter(run=run).exists()
@@ -283,7 +284,7 @@ def test_pause_of_a_finished_run_changes_nothing_and_says_why(signed_in, site):
 
 def test_pause_needs_a_post(signed_in, site):
     run = make_run(site, status=RunStatus.RUNNING)
-    assert signed_in.get(reverse("run_pause", args=[run.pk])).status_code == 405
+    assert signed_in.get(reverse("sync:run_pause", args=[run.pk])).status_code == 405
     run.refresh_from_db()
     assert run.control == ""
 
@@ -291,7 +292,7 @@ def test_pause_needs_a_post(signed_in, site):
 def test_resume_queues_a_paused_run_again(signed_in, site, django_capture_on_commit_callbacks):
     run = make_run(site, status=RunStatus.PAUSED, abort_reason="paused by an operator")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = signed_in.post(reverse("run_resume", args=[run.pk]))
+        response = signed_in.post(reverse("sync:run_resume", args=[run.pk]))
     assert response.status_code == 302
     assert len(callbacks) == 1  # the task is sent once the transaction commits
     assert RunEvent.objects.filter(run=run, message="Resumed by operator").exists()
@@ -299,11 +300,11 @@ def test_resume_queues_a_paused_run_again(signed_in, site, django_capture_on_com
 
 def test_cancel_asks_for_confirmation_then_ends_a_queued_run(signed_in, site):
     run = make_run(site, status=RunStatus.QUEUED)
-    page = signed_in.get(reverse("run_cancel", args=[run.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_cancel", args=[run.pk])).content.decode()
     assert f"Cancel run #{run.pk}?" in page and 'method="post"' in page
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED  # the GET changed nothing
-    response = signed_in.post(reverse("run_cancel", args=[run.pk]))
+    response = signed_in.post(reverse("sync:run_cancel", args=[run.pk]))
     assert response.status_code == 302
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED and run.finished_at is not None
@@ -312,7 +313,7 @@ def test_cancel_asks_for_confirmation_then_ends_a_queued_run(signed_in, site):
 
 def test_cancel_of_a_running_run_is_requested_for_the_next_batch_boundary(signed_in, site):
     run = make_run(site, status=RunStatus.RUNNING)
-    signed_in.post(reverse("run_cancel", args=[run.pk]))
+    signed_in.post(reverse("sync:run_cancel", args=[run.pk]))
     run.refresh_from_db()
     assert run.control == RunControl.CANCEL and run.status == RunStatus.RUNNING
     assert RunEvent.objects.filter(run=run, message__startswith="Cancel requested by operator").exists()
@@ -321,26 +322,28 @@ def test_cancel_of_a_running_run_is_requested_for_the_next_batch_boundary(signed
 def test_run_actions_need_the_operate_runs_permission(client, viewer, site):
     client.force_login(viewer)
     run = make_run(site, status=RunStatus.RUNNING)
-    for name in ("run_pause", "run_resume", "run_cancel"):
+    for name in ("sync:run_pause", "sync:run_resume", "sync:run_cancel"):
         assert client.post(reverse(name, args=[run.pk])).status_code == 403
     run.refresh_from_db()
     assert run.control == "" and run.status == RunStatus.RUNNING
-    page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
-    assert reverse("run_pause", args=[run.pk]) not in page
+    page = client.get(reverse("sync:run_detail", args=[run.pk])).content.decode()
+    assert reverse("sync:run_pause", args=[run.pk]) not in page
     assert "the “operate runs” permission" in page
 
 
 def test_operators_see_the_buttons_that_fit_the_state(signed_in, site):
     running = make_run(site, status=RunStatus.RUNNING)
-    page = signed_in.get(reverse("run_detail", args=[running.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_detail", args=[running.pk])).content.decode()
     assert (
-        reverse("run_pause", args=[running.pk]) in page and reverse("run_cancel", args=[running.pk]) in page
+        reverse("sync:run_pause", args=[running.pk]) in page
+        and reverse("sync:run_cancel", args=[running.pk]) in page
     )
-    assert reverse("run_resume", args=[running.pk]) not in page
+    assert reverse("sync:run_resume", args=[running.pk]) not in page
     paused = make_run(site, status=RunStatus.PAUSED)
-    page = signed_in.get(reverse("run_detail", args=[paused.pk])).content.decode()
+    page = signed_in.get(reverse("sync:run_detail", args=[paused.pk])).content.decode()
     assert (
-        reverse("run_resume", args=[paused.pk]) in page and reverse("run_pause", args=[paused.pk]) not in page
+        reverse("sync:run_resume", args=[paused.pk]) in page
+        and reverse("sync:run_pause", args=[paused.pk]) not in page
     )
 
 
@@ -348,8 +351,8 @@ def test_operators_see_the_buttons_that_fit_the_state(signed_in, site):
 
 
 def test_site_page_offers_to_start_a_run_and_describes_the_source(signed_in, site, csv_source):
-    page = signed_in.get(reverse("site_detail", args=[site.slug])).content.decode()
-    assert f'action="{reverse("run_start", args=[site.slug])}"' in page
+    page = signed_in.get(reverse("sync:site_detail", args=[site.slug])).content.decode()
+    assert f'action="{reverse("sync:run_start", args=[site.slug])}"' in page
     assert 'enctype="multipart/form-data"' in page and 'name="upload"' in page
     assert "Bootstrap" in page and "Incremental" in page and "90 calls a minute" in page
     assert "employee_id" in page and "Run lock" in page
@@ -363,7 +366,7 @@ def test_site_page_hides_secret_looking_source_settings(signed_in, site):
             "password": "hunter2", "table": "people",
         },
     )  # fmt: skip
-    page = signed_in.get(reverse("site_detail", args=[site.slug])).content.decode()
+    page = signed_in.get(reverse("sync:site_detail", args=[site.slug])).content.decode()
     assert "s3cret" not in page and "hunter2" not in page
     assert "HR_DSN" in page and "people" in page
     assert 'name="upload"' not in page  # uploads are for CSV sources only
@@ -374,7 +377,7 @@ def test_starting_a_run_queues_it_and_shows_its_page(
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = signed_in.post(
-            reverse("run_start", args=[site.slug]), {"mode": "bootstrap", "dry_run": "on"}
+            reverse("sync:run_start", args=[site.slug]), {"mode": "bootstrap", "dry_run": "on"}
         )
     run = SyncRun.objects.get()
     assert (run.kind, run.dry_run, run.status, run.started_by.username) == (
@@ -383,7 +386,7 @@ def test_starting_a_run_queues_it_and_shows_its_page(
         "queued",
         "operator",
     )
-    assert response.status_code == 302 and response["Location"] == reverse("run_detail", args=[run.pk])
+    assert response.status_code == 302 and response["Location"] == reverse("sync:run_detail", args=[run.pk])
     assert len(callbacks) == 1
     assert f"Queued run #{run.pk}" in signed_in.get(response["Location"]).content.decode()
 
@@ -396,7 +399,7 @@ def test_starting_a_run_with_an_uploaded_csv_keeps_the_file(
     settings.UPLOAD_DIR = tmp_path / "uploads"
     upload = SimpleUploadedFile("people.csv", b"employee_id,login\nE1,ann\n", content_type="text/csv")
     with django_capture_on_commit_callbacks(execute=False):
-        signed_in.post(reverse("run_start", args=[site.slug]), {"mode": "incremental", "upload": upload})
+        signed_in.post(reverse("sync:run_start", args=[site.slug]), {"mode": "incremental", "upload": upload})
     run = SyncRun.objects.get()
     assert run.source_file.startswith(str(tmp_path / "uploads"))
     with open(run.source_file, "rb") as handle:
@@ -405,14 +408,16 @@ def test_starting_a_run_with_an_uploaded_csv_keeps_the_file(
 
 def test_starting_a_run_needs_the_operate_runs_permission(client, viewer, site, csv_source):
     client.force_login(viewer)
-    assert client.post(reverse("run_start", args=[site.slug]), {"mode": "incremental"}).status_code == 403
+    assert (
+        client.post(reverse("sync:run_start", args=[site.slug]), {"mode": "incremental"}).status_code == 403
+    )
     assert not SyncRun.objects.exists()
-    page = client.get(reverse("site_detail", args=[site.slug])).content.decode()
+    page = client.get(reverse("sync:site_detail", args=[site.slug])).content.decode()
     assert 'name="mode"' not in page and "needs the “operate runs” permission" in page
 
 
 def test_a_site_without_a_source_cannot_start_a_run(signed_in, site):
-    response = signed_in.post(reverse("run_start", args=[site.slug]), {"mode": "incremental"})
+    response = signed_in.post(reverse("sync:run_start", args=[site.slug]), {"mode": "incremental"})
     assert response.status_code == 200 and "no source yet" in response.content.decode()
     assert not SyncRun.objects.exists()
 
@@ -427,9 +432,9 @@ def test_overview_counts_link_to_the_filtered_lists(signed_in, site):
     DeadLetter.objects.create(
         site=site, record=record, function="core_user_create_users", category="transient"
     )
-    page = signed_in.get(reverse("overview")).content.decode()
+    page = signed_in.get(reverse("monitoring:overview")).content.decode()
     assert '/runs/?site=north"' in page
-    assert f'href="{reverse("run_detail", args=[running.pk])}"' in page
+    assert f'href="{reverse("sync:run_detail", args=[running.pk])}"' in page
     assert '/records/?site=north&amp;status=error">2</a>' in page
     assert '/deadletters/?site=north">1</a>' in page
 
@@ -448,7 +453,7 @@ def test_progress_bar_follows_the_run_live_and_stops_when_it_ends(page, operator
         progress_total=2000, progress_done=340, started_by=operator,
     )  # fmt: skip
     sign_in(page, "operator")
-    page.goto(reverse("run_detail", args=[run.pk]))
+    page.goto(reverse("sync:run_detail", args=[run.pk]))
     assert page.get_by_role("heading", name=f"Run #{run.pk}: bootstrap on North Campus").is_visible()
     assert page.locator('progress[value="17"]').is_visible()
 

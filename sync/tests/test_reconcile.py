@@ -9,15 +9,18 @@ from django.db.models import Count
 
 from integration_hub.testing import person, write_csv
 from monitoring.models import Alert
-from sync import engine, resolutions
+from sync import resolutions
 from sync.choices import DiscrepancyKind, DiscrepancyStatus, ResolutionStatus, RunKind, RunStatus
-from sync.models import Discrepancy, Resolution, SyncRecord
+from sync.models import Discrepancy, Resolution, SyncRecord, SyncRun
+from sync.run import engine
 
 pytestmark = pytest.mark.django_db
 
 
 def execute(site, moodle, kind):
-    return engine.execute(engine.queue_run(site, kind).pk, transport=moodle.transport, sleep=lambda s: None)
+    return engine.execute(
+        SyncRun.objects.queue(site, kind).pk, transport=moodle.transport, sleep=lambda s: None
+    )
 
 
 def found(run) -> dict[str, dict[str, int]]:
@@ -197,8 +200,8 @@ def test_a_duplicate_nobody_should_link_is_dismissed_with_a_reason(synced, moodl
 def test_an_approval_whose_run_finds_the_site_busy_waits_and_is_applied_after(
     synced, moodle, people_csv, hub_admin, clean_redis, monkeypatch
 ):
-    from sync.locks import RunLock
     from sync.models import SyncRun
+    from sync.run.locks import RunLock
 
     retries = []
     monkeypatch.setattr(

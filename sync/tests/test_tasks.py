@@ -15,9 +15,10 @@ from integration_hub.testing import (
     write_csv,
 )
 from simulator.server import serve
-from sync import engine, runs
+from sync import runs
 from sync.choices import RunKind, RunStatus, SyncStatus
 from sync.models import SyncRecord, SyncRun
+from sync.run import engine
 from sync.tasks import execute_run
 
 PEOPLE = 200
@@ -51,7 +52,7 @@ def test_kill_9_mid_bootstrap_then_rerun_creates_everyone_exactly_once(child_env
         assert SyncRun.objects.get(pk=run.pk).status == RunStatus.RUNNING  # nobody told the database
 
         time.sleep(3.5)  # the dead worker's lock expires
-        rerun = engine.execute(engine.queue_run(site, RunKind.BOOTSTRAP).pk)
+        rerun = engine.execute(SyncRun.objects.queue(site, RunKind.BOOTSTRAP).pk)
         assert rerun.status == RunStatus.SUCCEEDED, rerun.abort_reason
         people = sim.people()  # fails if any idnumber exists twice
         assert len(people) == PEOPLE

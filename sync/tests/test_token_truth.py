@@ -7,9 +7,10 @@ from django.urls import reverse
 
 from integration_hub.testing import HUB_TOKEN
 from monitoring.heartbeat import probe_site
-from sync import engine, tokens
+from sync import tokens
 from sync.choices import RunKind, RunStatus, TokenStatus
-from sync.models import ServiceToken
+from sync.models import ServiceToken, SyncRun
+from sync.run import engine
 
 pytestmark = pytest.mark.django_db
 STANDBY = "standby-token-1111222233334444zzzz"
@@ -27,18 +28,19 @@ def test_a_probe_refusal_marks_the_token_red_until_a_call_is_accepted(sync_site,
     assert token.refused_function == "core_webservice_get_site_info"
 
     client.force_login(operator)
-    page = client.get(reverse("site_tokens", args=[sync_site.slug])).content.decode()
+    page = client.get(reverse("sync:site_tokens", args=[sync_site.slug])).content.decode()
     assert "Refused by Moodle" in page and "invalidtoken" in page
     assert f"Moodle refused the active token {token.masked}" in page
-    overview = client.get(reverse("overview")).content.decode()
-    assert "refused by Moodle" in overview and reverse("site_tokens", args=[sync_site.slug]) in overview
+    overview = client.get(reverse("monitoring:overview")).content.decode()
+    assert "refused by Moodle" in overview and reverse("sync:site_tokens", args=[sync_site.slug]) in overview
 
     moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})  # fixed in Moodle
     probe_site(sync_site, transport=moodle.transport)
     token.refresh_from_db()
     assert not token.refused
     assert (
-        "Refused by Moodle" not in client.get(reverse("site_tokens", args=[sync_site.slug])).content.decode()
+        "Refused by Moodle"
+        not in client.get(reverse("sync:site_tokens", args=[sync_site.slug])).content.decode()
     )
 
 
@@ -46,14 +48,14 @@ def test_a_run_stopped_by_a_refused_token_counts_the_pending_records_and_links_t
     sync_site, moodle, client, operator
 ):
     refuse_the_token(moodle)
-    run = engine.execute(engine.queue_run(sync_site, RunKind.BOOTSTRAP).pk, transport=moodle.transport)
+    run = engine.execute(SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP).pk, transport=moodle.transport)
     assert run.status == RunStatus.ABORTED and run.stop_category == "auth"
     assert sync_site.active_token().refused
     client.force_login(operator)
-    page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
-    tokens_url = reverse("site_tokens", args=[sync_site.slug])
+    page = client.get(reverse("sync:run_detail", args=[run.pk])).content.decode()
+    tokens_url = reverse("sync:site_tokens", args=[sync_site.slug])
     assert f'href="{tokens_url}"' in page and "Open the token page of North Campus" in page
-    state = client.get(reverse("overview")).content.decode()
+    state = client.get(reverse("monitoring:overview")).content.decode()
     assert "Next: " in state and tokens_url in state
 
 
@@ -68,7 +70,7 @@ def test_a_refused_token_is_not_offered_for_promotion(sync_site, moodle, client,
     with pytest.raises(tokens.TokenError, match="Moodle refused"):
         tokens.promote(standby, hub_admin)
     client.force_login(hub_admin)
-    page = client.get(reverse("site_tokens", args=[sync_site.slug])).content.decode()
+    page = client.get(reverse("sync:site_tokens", args=[sync_site.slug])).content.decode()
     assert f'aria-label="Promote {standby.masked}"' not in page
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from integration_hub.testing import HUB_TOKEN, person, write_csv
 from monitoring.models import AuditEntry, CallLog
-from sync import engine, tokens
+from sync import tokens
 from sync.choices import RunStatus, TokenStatus
-from sync.models import ServiceToken
+from sync.models import ServiceToken, SyncRun
+from sync.run import engine
 
 NEW_TOKEN = "rotated-token-fedcba9876543210wxyz"
 
@@ -87,7 +88,7 @@ def test_rotation_end_to_end(sync_site, moodle, hub_admin, new_token, caplog):
     caplog.set_level(logging.DEBUG)
     no_sleep = lambda s: None  # noqa: E731
     first = engine.execute(
-        engine.queue_run(sync_site, "bootstrap").pk, transport=moodle.transport, sleep=no_sleep
+        SyncRun.objects.queue(sync_site, "bootstrap").pk, transport=moodle.transport, sleep=no_sleep
     )
     assert first.status == RunStatus.SUCCEEDED
     old = sync_site.active_token()
@@ -111,7 +112,7 @@ def test_rotation_end_to_end(sync_site, moodle, hub_admin, new_token, caplog):
     people[1]["dept"] = "Physics"
     write_csv(Path(sync_site.source.config["path"]), people)
     run = engine.execute(
-        engine.queue_run(sync_site, "incremental").pk, transport=moodle.transport, sleep=no_sleep
+        SyncRun.objects.queue(sync_site, "incremental").pk, transport=moodle.transport, sleep=no_sleep
     )
     assert run.status == RunStatus.SUCCEEDED, run.abort_reason
     assert run.changed >= 1

@@ -7,7 +7,7 @@ from sync.models import MoodleSite
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["site_list", "site_add"])
+@pytest.mark.parametrize("name", ["sync:site_list", "sync:site_add"])
 def test_pages_redirect_to_login_when_signed_out(client, name):
     response = client.get(reverse(name))
     assert response.status_code == 302 and response["Location"].startswith("/login/")
@@ -16,11 +16,11 @@ def test_pages_redirect_to_login_when_signed_out(client, name):
 @pytest.mark.django_db
 def test_an_operator_is_refused_adding_a_site(client, operator):
     client.force_login(operator)
-    response = client.get(reverse("site_add"))
+    response = client.get(reverse("sync:site_add"))
     assert response.status_code == 403
     assert b"Admins" in response.content
     response = client.post(
-        reverse("site_add"), {"name": "X", "slug": "x", "base_url": "https://x.example.edu"}
+        reverse("sync:site_add"), {"name": "X", "slug": "x", "base_url": "https://x.example.edu"}
     )
     assert response.status_code == 403
     assert not MoodleSite.objects.exists()
@@ -34,11 +34,11 @@ def test_an_admin_adds_a_site_with_the_default_limits(client, hub_admin):
         "enabled": "on", "time_zone": "Europe/Madrid", "max_concurrent_calls": 2, "min_spacing_ms": 150,
         "calls_per_minute": 90, "batch_size": 200, "max_input_vars": 5000, "run_time_budget": "04:00:00",
     }  # fmt: skip
-    response = client.post(reverse("site_add"), form)
+    response = client.post(reverse("sync:site_add"), form)
     assert response.status_code == 302
     site = MoodleSite.objects.get(slug="south")
     assert site.base_url == "https://moodle.example.edu"
-    assert response["Location"] == reverse("site_detail", args=["south"])
+    assert response["Location"] == reverse("sync:site_detail", args=["south"])
 
 
 @pytest.mark.django_db

@@ -7,11 +7,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from sync.choices import TokenStatus
-from sync.connect import shared_redis
-from sync.engine import SYNC_FUNCTIONS
 from sync.models import MoodleSite, ServiceToken
-from sync.moodle.client import MoodleClient
+from sync.moodle.client import SYNC_FUNCTIONS, MoodleClient
 from sync.moodle.errors import SeamError
+from sync.run.connect import shared_redis
 
 
 class Command(BaseCommand):

@@ -4,9 +4,10 @@ from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sync import engine, runs
+from sync import runs
 from sync.choices import DeadLetterStatus
 from sync.models import DeadLetter, MoodleSite
+from sync.run import engine
 
 
 class Command(BaseCommand):

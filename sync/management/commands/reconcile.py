@@ -5,9 +5,10 @@ import json as jsonlib
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
-from sync import engine, runs
+from sync import runs
 from sync.choices import RunKind
 from sync.models import Discrepancy, MoodleSite
+from sync.run import engine
 
 from .sync import summary
 

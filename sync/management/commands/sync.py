@@ -4,9 +4,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sync import engine, runs
+from sync import runs
 from sync.choices import RunKind, RunStatus
 from sync.models import MoodleSite, SyncRun
+from sync.run import engine
 
 
 def summary(run: SyncRun) -> dict:

@@ -29,9 +29,8 @@ from django.utils import timezone
 from monitoring.alerts import raise_alert, resolve_alert
 from monitoring.kinds import AlertKind, blast_radius_key
 
-from . import guard
-from .batch import is_deleted, summary
-from .choices import (
+from .. import guard
+from ..choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ResolutionAction,
@@ -39,13 +38,15 @@ from .choices import (
     RunStatus,
     SyncStatus,
 )
-from .mapping import MappedRecord, RecordProblem, payload_for_update
-from .models import Discrepancy, Resolution, RunEvent, SyncRecord, SyncRun
+from ..mapping import MappedRecord, RecordProblem, payload_for_update
+from ..models import Discrepancy, Resolution, RunEvent, SyncRecord, SyncRun
+from .batch import is_deleted, summary
+from .context import RunStopped
 from .planning import STAGED_FIELDS, chunked, mark_pending
 
 if TYPE_CHECKING:
-    from .engine import RunExecutor
-    from .moodle.client import MoodleClient
+    from ..moodle.client import MoodleClient
+    from .context import RunContext
 
 # Below this share of the users the hub has linked, a listing is taken as filtered by missing rights.
 MIN_LISTING_SHARE = 0.5
@@ -63,9 +64,9 @@ def _values(user: dict[str, Any], fields: list[str]) -> dict[str, Any]:
 
 
 class Reconciler:
-    """Runs inside a RunExecutor (which holds the site's lock and the client) for a run of kind reconcile."""
+    """A phase of a run of kind reconcile: the run (its RunContext) holds the site's lock and the client."""
 
-    def __init__(self, executor: RunExecutor, client: MoodleClient, service_user_id: int | None) -> None:
+    def __init__(self, executor: RunContext, client: MoodleClient, service_user_id: int | None) -> None:
         self.executor = executor
         self.client = client
         self.run: SyncRun = executor.run
@@ -302,8 +303,6 @@ class Reconciler:
             answer = self.executor.patiently(lambda c=criteria: self.client.get_users(c))
             users.extend(answer["users"])
         if linked and len(users) < MIN_LISTING_SHARE * linked:
-            from .engine import RunStopped  # the engine imports this module
-
             raise RunStopped(
                 RunStatus.FAILED,
                 f"Moodle listed {len(users)} users with auth {self.mapping.auth}, but the hub has linked "
@@ -378,7 +377,7 @@ class Reconciler:
         self.executor.event(
             message,
             RunEvent.Level.ERROR,
-            link=reverse("discrepancy_list")
+            link=reverse("sync:discrepancy_list")
             + "?"
             + urlencode({"site": self.site.slug, "run": self.run.pk, "status": DiscrepancyStatus.BLOCKED}),
             link_label=f"Decide on the {count:,} held-back suspensions",

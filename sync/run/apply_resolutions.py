@@ -30,9 +30,8 @@ from django.utils import timezone
 from monitoring.alerts import raise_alert
 from monitoring.kinds import AlertKind, blast_radius_key
 
-from . import guard
-from .batch import BatchProcessor
-from .choices import (
+from .. import guard
+from ..choices import (
     ConflictStatus,
     DiscrepancyKind,
     DiscrepancyStatus,
@@ -42,15 +41,16 @@ from .choices import (
     ResolutionStatus,
     SyncStatus,
 )
-from .mapping import Mapping
-from .models import Conflict, Discrepancy, RecordEvent, Resolution, RunEvent, SyncRecord, SyncRun
-from .moodle import errors
-from .moodle.errors import MoodleError
-from .resolutions import check_may_decide
+from ..mapping import Mapping
+from ..models import Conflict, Discrepancy, RecordEvent, Resolution, RunEvent, SyncRecord, SyncRun
+from ..moodle import errors
+from ..moodle.errors import MoodleError
+from ..roles import check_may_decide
+from .batch import BatchProcessor
 
 if TYPE_CHECKING:
-    from .engine import RunExecutor
-    from .moodle.client import MoodleClient
+    from ..moodle.client import MoodleClient
+    from .context import RunContext
 
 UPDATES = (ResolutionAction.SUSPEND, ResolutionAction.UNSUSPEND, ResolutionAction.UPDATE)
 # Which run counter an applied resolution adds to.
@@ -69,7 +69,7 @@ class Outcome:
     counter: str | None = None  # the run counter it adds to; None when the batch logic counted it
 
 
-def apply_approved(executor: RunExecutor, client: MoodleClient) -> None:
+def apply_approved(executor: RunContext, client: MoodleClient) -> None:
     mapping = Mapping.from_config(executor.site.source.mapping)
     processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth)
     applier = Applier(executor, client, processor)
@@ -89,7 +89,7 @@ def apply_approved(executor: RunExecutor, client: MoodleClient) -> None:
 
 
 class Applier:
-    def __init__(self, executor: RunExecutor, client: MoodleClient, processor: BatchProcessor) -> None:
+    def __init__(self, executor: RunContext, client: MoodleClient, processor: BatchProcessor) -> None:
         self.executor = executor
         self.run: SyncRun = executor.run
         self.site = executor.site

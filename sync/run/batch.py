@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .choices import ConflictKind, ErrorCategory, PendingAction, SyncStatus
-from .mapping import MappedRecord, payload_for_create, payload_for_update
-from .models import SyncRecord
-from .moodle import errors
-from .moodle.client import MoodleClient
-from .moodle.errors import MoodleError
+from ..choices import ConflictKind, ErrorCategory, PendingAction, SyncStatus
+from ..mapping import MappedRecord, payload_for_create, payload_for_update
+from ..models import SyncRecord
+from ..moodle import errors
+from ..moodle.client import MoodleClient
+from ..moodle.errors import MoodleError
 
 # Moodle's delete_user() keeps the row but replaces the email with an md5 hash.
 _DELETED_EMAIL = re.compile(r"^[0-9a-f]{32}$")
@@ -63,15 +63,6 @@ class Interrupted(Exception):
         self.cause = cause
         self.results = results
         super().__init__(str(cause))
-
-
-def mapped(record: SyncRecord) -> MappedRecord:
-    return MappedRecord(
-        external_id=record.external_id,
-        payload=record.payload,
-        create_only=frozenset(record.create_only),
-        hash=record.payload_hash,
-    )
 
 
 class BatchProcessor:
@@ -252,7 +243,7 @@ class BatchProcessor:
         return None
 
     def _update_for(self, record: SyncRecord, user: dict[str, Any]) -> dict[str, Any]:
-        change = payload_for_update(mapped(record), user)
+        change = payload_for_update(MappedRecord.staged(record), user)
         if str(user.get("idnumber") or "") != record.external_id:
             change["idnumber"] = record.external_id  # the hub keeps idnumber = external id, unique per site
         if record.suspended_by_hub and user.get("suspended"):
@@ -291,7 +282,7 @@ class BatchProcessor:
     # -- writes ---------------------------------------------------------------------------------
 
     def _create_payload(self, record: SyncRecord) -> dict[str, Any]:
-        payload = payload_for_create(mapped(record))
+        payload = payload_for_create(MappedRecord.staged(record))
         payload["idnumber"] = record.external_id
         payload.setdefault("auth", self.auth)
         if payload["auth"] == "manual" and "password" not in payload:

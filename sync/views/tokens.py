@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
-import httpx
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.db.models import Case, IntegerField, Value, When
@@ -17,10 +16,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from . import tokens
-from .choices import TokenStatus
-from .forms import TokenAddForm, zoneinfo_or_none
-from .models import MoodleSite, ServiceToken
+from .. import tokens
+from ..choices import TokenStatus
+from ..forms import TokenAddForm, zoneinfo_or_none
+from ..models import MoodleSite, ServiceToken
 
 MANAGE = "sync.manage_tokens"
 VIEW = "sync.view_servicetoken"
@@ -28,11 +27,6 @@ RED_DAYS = 7
 AMBER_DAYS = 30
 TIMELINE_MIN_SCALE_DAYS = 90  # so a token with 40 days left does not fill the whole bar
 TIMELINE_MAX_SCALE_DAYS = 400
-
-
-def _transport() -> httpx.BaseTransport | None:
-    """The HTTP transport to Moodle: the network, except in tests that reach the simulator in-process."""
-    return None
 
 
 def expiry_class(days: int | None) -> str:
@@ -72,13 +66,12 @@ def site_tokens(request: HttpRequest, slug: str) -> HttpResponse:
                     valid_until=_end_of_day(form.cleaned_data["valid_until"], site),
                     ip_restriction=form.cleaned_data["ip_restriction"],
                     user=request.user,
-                    transport=_transport(),
                 )
             except tokens.TokenError as exc:
                 form.add_error("token", f"Not stored: {exc}.")
             else:
                 messages.add_message(request, *_added_message(token))
-                return redirect("site_tokens", slug=site.slug)
+                return redirect("sync:site_tokens", slug=site.slug)
     return render(request, "sync/token_list.html", _list_context(request, site, form))
 
 
@@ -127,7 +120,7 @@ def _token(slug: str, pk: int) -> ServiceToken:
 def token_verify(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     token = _token(slug, pk)
     try:
-        ok = tokens.verify(token, request.user, transport=_transport())
+        ok = tokens.verify(token, request.user)
     except tokens.TokenError as exc:
         messages.error(request, f"Nothing was done: {exc}.")
     else:
@@ -135,7 +128,7 @@ def token_verify(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             messages.success(request, f"Token {token.masked} verified: it has every function the hub needs.")
         else:
             messages.error(request, f"Token {token.masked} failed verification: {token.verify_error}.")
-    return redirect("site_tokens", slug=slug)
+    return redirect("sync:site_tokens", slug=slug)
 
 
 @permission_required(MANAGE, raise_exception=True)
@@ -154,7 +147,7 @@ def token_promote(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         if old is not None:
             text += f" Now revoke {old.masked} in Moodle, then press “I revoked it in Moodle” below."
         messages.success(request, text)
-    return redirect("site_tokens", slug=slug)
+    return redirect("sync:site_tokens", slug=slug)
 
 
 @permission_required(MANAGE, raise_exception=True)
@@ -169,7 +162,7 @@ def token_revoked(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         messages.error(request, f"Nothing was done: {exc}.")
     else:
         messages.success(request, f"Token {token.masked} marked revoked. The rotation is complete.")
-    return redirect("site_tokens", slug=slug)
+    return redirect("sync:site_tokens", slug=slug)
 
 
 @permission_required(VIEW, raise_exception=True)

@@ -1,4 +1,6 @@
-"""Template helpers shared by every page."""
+"""Template helpers shared by every page: times, durations, status colours."""
+
+from datetime import timedelta
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
@@ -54,3 +56,48 @@ def status_class(status: str) -> str:
         "problems": "warn", "cancelled": "muted", "skipped": "muted", "failed": "bad", "aborted": "bad",
         "error": "bad", "conflict": "warn", "pending": "info",
     }.get(str(status), "muted")  # fmt: skip
+
+
+@register.filter
+def duration(value: timedelta | None) -> str:
+    """'45 s', '12 min 5 s', '3 h 20 min': a run's length at a glance."""
+    if value is None:
+        return "—"
+    seconds = max(0, int(value.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+@register.filter
+def item(mapping: dict, key):
+    return mapping.get(key) if mapping else None
+
+
+class EmptyStateNode(template.Node):
+    def __init__(self, title, nodelist) -> None:
+        self.title = title
+        self.nodelist = nodelist
+
+    def render(self, context) -> str:
+        return format_html(
+            '<section class="card empty"><h2>{}</h2>{}</section>',
+            self.title.resolve(context),
+            mark_safe(self.nodelist.render(context)),  # noqa: S308 - rendered by the template engine
+        )
+
+
+@register.tag("emptystate")
+def emptystate(parser, token):
+    """The empty state of every list, in one shape:
+
+    {% emptystate "Nothing here yet" %}what a healthy empty means; what to do if not{% endemptystate %}
+    """
+    bits = token.split_contents()
+    if len(bits) != 2:
+        raise template.TemplateSyntaxError("emptystate takes one argument: the title")
+    nodelist = parser.parse(("endemptystate",))
+    parser.delete_first_token()
+    return EmptyStateNode(parser.compile_filter(bits[1]), nodelist)

@@ -38,103 +38,28 @@ from monitoring.alerts import raise_alert, resolve_alert
 from monitoring.kinds import AlertKind, auth_key, blast_radius_key, config_key
 from monitoring.models import CallLog
 
+from ..choices import RunControl, RunKind, RunStatus, SyncStatus
+from ..dispatch import send_run
+from ..mapping import Mapping
+from ..models import RunEvent, SyncRecord, SyncRun
+from ..moodle import errors
+from ..moodle.client import SYNC_FUNCTIONS, MoodleClient, Preflight
+from ..moodle.errors import MoodleError
+from ..sources import open_source
+from ..sources.base import SourceConfigError, SourceError
 from .apply_resolutions import apply_approved
 from .batch import BatchProcessor, Interrupted, Result
-from .choices import (
-    DeadLetterStatus,
-    DiscrepancyStatus,
-    ResolutionStatus,
-    RunControl,
-    RunKind,
-    RunStatus,
-    RunTrigger,
-    SyncStatus,
-)
 from .connect import NoActiveToken, client_for, shared_redis
-from .dispatch import send_run
+from .context import RunStopped
 from .locks import LockLost, RunLock
-from .mapping import Mapping
-from .models import Discrepancy, MoodleSite, Resolution, RunEvent, SyncRecord, SyncRun
-from .moodle import errors
-from .moodle.client import MoodleClient, Preflight
-from .moodle.errors import MoodleError
 from .planning import Planner
 from .reconcile import Reconciler
-from .sources import open_source
-from .sources.base import SourceConfigError, SourceError
 from .state import commit_batch, tally
 
 logger = logging.getLogger(__name__)
 
-# The functions a user sync calls; the pre-flight refuses to start without them.
-SYNC_FUNCTIONS = (
-    "core_webservice_get_site_info",
-    "core_user_get_users_by_field",
-    "core_user_get_users",
-    "core_user_create_users",
-    "core_user_update_users",
-)
 # Kinds that wait for a busy lock instead of being skipped: what they carry was decided by a person.
 WAITS_FOR_LOCK = (RunKind.RESOLUTION,)
-
-
-class RunStopped(Exception):
-    """Ends the run with `status` and `reason`; `category` says what stopped it (auth, config)."""
-
-    def __init__(self, status: str, reason: str, category: str = "") -> None:
-        self.status = status
-        self.reason = reason
-        self.category = category
-        super().__init__(reason)
-
-
-def release_unfinished_work(run: SyncRun, reason: str) -> None:
-    """A run that ended without doing all it was queued for hands its work back. Approved resolutions
-    wait for the site's next resolution run (resume this one, or any new approval starts one), unless an
-    operator cancelled the run: then they are not applied, and their discrepancies wait for a decision
-    again. Dead letters it did not settle are open again."""
-    unapplied = Resolution.objects.filter(
-        run=run, status__in=[ResolutionStatus.APPROVED, ResolutionStatus.APPLYING]
-    )
-    ids = list(unapplied.values_list("pk", flat=True))
-    if ids and run.status == RunStatus.CANCELLED:
-        unapplied.update(
-            status=ResolutionStatus.FAILED,
-            outcome=f"not applied: run #{run.pk} was cancelled ({reason}); approve it again to apply it",
-        )
-        Discrepancy.objects.filter(resolutions__pk__in=ids, status__in=DiscrepancyStatus.in_flight()).update(
-            status=DiscrepancyStatus.OPEN
-        )
-    elif ids:
-        unapplied.update(
-            status=ResolutionStatus.APPROVED,
-            outcome=f"waiting: run #{run.pk} stopped before applying it ({reason}); it is applied by the "
-            "site's next resolution run",
-        )
-        Discrepancy.objects.filter(resolutions__pk__in=ids, status__in=DiscrepancyStatus.in_flight()).update(
-            status=DiscrepancyStatus.APPROVED
-        )
-    SyncRun.objects.filter(pk=run.pk, kind=RunKind.RESOLUTION).update(progress_total=F("progress_done"))
-    from .models import DeadLetter
-
-    DeadLetter.objects.filter(retry_run=run, status=DeadLetterStatus.RETRYING).update(
-        status=DeadLetterStatus.OPEN
-    )
-
-
-def queue_run(
-    site: MoodleSite,
-    kind: str = RunKind.INCREMENTAL,
-    *,
-    trigger: str = RunTrigger.MANUAL,
-    user=None,
-    dry_run: bool = False,
-    source_file: str = "",
-) -> SyncRun:
-    """Record a run as queued; the caller sends its task (or executes it in-process)."""
-    return SyncRun.objects.create(
-        site=site, kind=kind, trigger=trigger, started_by=user, dry_run=dry_run, source_file=source_file
-    )
 
 
 def execute(
@@ -149,9 +74,8 @@ def execute(
 
 
 class RunExecutor:
-    """Carries one run through its phases. The phases that ride on a run (reconciliation, applying
-    resolutions) use its public methods: check_control, wait, handle_interruption, patiently, event,
-    run_batch, work, count_calls and source_and_mapping."""
+    """Carries one run through its phases; implements the RunContext seam (sync/run/context.py) that the
+    phases riding on a run (reconciliation, applying resolutions) use."""
 
     def __init__(self, run: SyncRun, *, transport=None, sleep: Callable = time.sleep) -> None:
         self.run = run
@@ -213,7 +137,7 @@ class RunExecutor:
         self.run.refresh_from_db()
         if skipped:
             self.event(f"Skipped: run #{holder} is already working on this site.", RunEvent.Level.WARNING)
-            release_unfinished_work(self.run, reason)
+            self.run.release_unfinished_work(reason)
 
     def _run_phases(self) -> None:
         self._reap_orphans()
@@ -270,7 +194,7 @@ class RunExecutor:
                 f"its worker stopped without finishing (the site's lock expired); run #{self.run.pk} "
                 "continues with the records it left pending",
             )
-            release_unfinished_work(orphan, orphan.abort_reason)
+            orphan.release_unfinished_work(orphan.abort_reason)
 
     def _finish(self, status: str, reason: str, category: str = "") -> None:
         self.count_calls()
@@ -289,12 +213,12 @@ class RunExecutor:
         }.get(status, RunEvent.Level.ERROR)
         link, label = "", ""
         if category == errors.AUTH:
-            link, label = reverse("site_tokens", args=[self.site.slug]), "Open the token page"
+            link, label = reverse("sync:site_tokens", args=[self.site.slug]), "Open the token page"
         self.event(f"{self.run.get_status_display()}" + (f": {reason}" if reason else ""), level, link, label)
         if status in (RunStatus.SUCCEEDED, RunStatus.PROBLEMS) and not self.run.dry_run:
             resolve_alert(auth_key(self.site.slug))
             resolve_alert(config_key(self.site.slug))
-        release_unfinished_work(self.run, reason)
+        self.run.release_unfinished_work(reason)
 
     # -- the seam the phases use -------------------------------------------------------------------
 

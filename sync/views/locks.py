@@ -10,8 +10,8 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from . import lock_admin
-from .models import MoodleSite
+from .. import lock_admin
+from ..models import MoodleSite
 
 # Breaking a lock fails its run: the same permission as changing runs, which only Admins have.
 PERMISSION = "sync.change_syncrun"
@@ -48,7 +48,7 @@ def lock_break(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
             held = next((h for h in lock_admin.held_locks() if h.site.pk == site.pk), None)
         except redis.RedisError as exc:
             messages.error(request, f"Redis did not answer ({type(exc).__name__}): try again in a moment.")
-            return redirect("locks")
+            return redirect("sync:locks")
         if held is not None and held.info.run_id != run_id:
             held = None
         return render(request, "sync/lock_break.html", {"site": site, "run_id": run_id, "held": held})
@@ -62,4 +62,4 @@ def lock_break(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
             f"Lock of {site.name} broken and run #{run_id} marked failed. The next run can start; "
             "records that run had not committed stay pending and are sent again.",
         )
-    return redirect("locks")
+    return redirect("sync:locks")

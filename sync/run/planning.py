@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 from django.db import transaction
 from django.urls import reverse
 
-from . import guard
-from .choices import (
+from .. import guard
+from ..choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
@@ -29,9 +29,9 @@ from .choices import (
     ResolutionAction,
     SyncStatus,
 )
-from .mapping import MappedRecord, Mapping, RecordProblem
-from .models import Discrepancy, MoodleSite, RunEvent, SyncRecord, SyncRun
-from .sources.base import SourceRecord
+from ..mapping import MappedRecord, Mapping, RecordProblem
+from ..models import Discrepancy, MoodleSite, RunEvent, SyncRecord, SyncRun
+from ..sources.base import SourceRecord
 
 CHUNK = 1000
 EXAMPLES = 5
@@ -260,7 +260,7 @@ class Planner:
             run=self.run,
             level=RunEvent.Level.ERROR,
             message=message,
-            link=reverse("discrepancy_list")
+            link=reverse("sync:discrepancy_list")
             + "?"
             + urlencode({"site": self.site.slug, "kind": DiscrepancyKind.LEFT_SOURCE, "run": self.run.pk}),
             link_label=f"Decide on the {len(gone):,} held-back suspensions",

@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from monitoring.models import CallLog
 
+from ..choices import ConflictStatus, DeadLetterStatus, PendingAction, ResolutionStatus, SyncStatus
+from ..models import Conflict, DeadLetter, RecordEvent, Resolution, SyncRecord, SyncRun
 from .batch import Result
-from .choices import ConflictStatus, DeadLetterStatus, PendingAction, ResolutionStatus, SyncStatus
 from .locks import RunLock
-from .models import Conflict, DeadLetter, RecordEvent, Resolution, SyncRecord, SyncRun
 
 _RECORD_FIELDS = [
     "moodle_id", "sync_status", "external_hash", "synced_at", "error_category", "error_message",

@@ -16,11 +16,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from sync.views import _next, _paginate
+from web.pages import paginate, safe_next
 
-from . import alerts, channels
-from .forms_alerts import KIND_LABELS, AlertFilterForm, ChannelForm, MuteForm
-from .models import Alert, AlertChannel, AuditEntry, Delivery
+from .. import alerts, channels
+from ..forms_alerts import KIND_LABELS, AlertFilterForm, ChannelForm, MuteForm
+from ..models import Alert, AlertChannel, AuditEntry, Delivery
 
 UNRESOLVED = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED)
 RECENT_DELIVERIES = 5
@@ -49,7 +49,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     mutes = alerts.active_mutes()
     for alert in current:
         alert.muted_by = alerts.muted_by(alert.key, mutes)
-    page, query = _paginate(
+    page, query = paginate(
         request, _with_last_delivery(rows.filter(status=Alert.Status.RESOLVED)).order_by("-resolved_at")
     )
     channel_counts = AlertChannel.objects.aggregate(
@@ -79,7 +79,7 @@ def alert_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Acknowledged: {alert.title}. No more reminders are sent for it.")
     else:
         messages.info(request, f"“{alert.title}” is already {alert.get_status_display().lower()}.")
-    return redirect(_next(request, reverse("alert_list")))
+    return redirect(safe_next(request, reverse("monitoring:alert_list")))
 
 
 @permission_required("monitoring.add_alertmute", raise_exception=True)
@@ -95,10 +95,10 @@ def alert_mute(request: HttpRequest) -> HttpResponse:
                 f"Muted alerts starting with “{muted.key_prefix}” until {muted.expires_at:%Y-%m-%d %H:%M} "
                 "UTC. They are still recorded here; notices resume when the mute ends.",
             )
-            return redirect(_next(request, reverse("alert_list")))
+            return redirect(safe_next(request, reverse("monitoring:alert_list")))
     else:
         form = MuteForm(initial={"key_prefix": request.GET.get("prefix", "")})
-    return render(request, "monitoring/mute_form.html", {"form": form, "next": _next(request, "")})
+    return render(request, "monitoring/mute_form.html", {"form": form, "next": safe_next(request, "")})
 
 
 @permission_required("monitoring.view_alertchannel", raise_exception=True)
@@ -116,7 +116,7 @@ def channel_list(request: HttpRequest) -> HttpResponse:
                 actor=request.user, action="channel_added", target=channel.name[:200], detail=channel.kind
             )
             messages.success(request, f"Channel “{channel.name}” added. Send a test notice to check it.")
-            return redirect("channel_list")
+            return redirect("monitoring:channel_list")
     rows = list(AlertChannel.objects.order_by("name"))
     for channel in rows:
         channel.recent = list(
@@ -143,7 +143,7 @@ def channel_enable(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Channel “{channel.name}” is enabled again.")
     else:
         messages.info(request, f"Channel “{channel.name}” was already enabled.")
-    return redirect("channel_list")
+    return redirect("monitoring:channel_list")
 
 
 @require_POST
@@ -155,4 +155,4 @@ def channel_test(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"The test notice to “{channel.name}” failed: {error}")
     else:
         messages.success(request, f"A test notice was delivered to “{channel.name}”.")
-    return redirect("channel_list")
+    return redirect("monitoring:channel_list")

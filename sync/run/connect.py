@@ -10,9 +10,12 @@ import httpx
 import redis
 from django.conf import settings
 
-from .models import MoodleSite, ServiceToken, SyncRun
-from .moodle.breaker import BreakerConfig
-from .moodle.client import MoodleClient, RetryPolicy, SiteLimits, Timeouts
+from monitoring.audit import CallLogWriter
+from monitoring.breaker_events import breaker_changed
+
+from ..models import MoodleSite, ServiceToken, SyncRun
+from ..moodle.breaker import BreakerConfig
+from ..moodle.client import MoodleClient, RetryPolicy, SiteLimits, Timeouts
 
 
 class NoActiveToken(Exception):
@@ -44,9 +47,6 @@ def client_for(
     **options,
 ) -> MoodleClient:
     """A client that calls `site` with `token` (default: the active one), auditing every call."""
-    from monitoring.audit import CallLogWriter
-    from monitoring.breaker_events import breaker_changed
-
     token = token or site.active_token()
     if token is None:
         raise NoActiveToken(f"site {site.slug} has no active service token")

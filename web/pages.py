@@ -1,0 +1,53 @@
+"""Pieces every page uses: pagination that keeps the filter, a safe "next" address, and the list page
+skeleton (filter, paginate, render) that every list of both apps is built on."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.core.paginator import Page, Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from .filters import FilterForm
+
+PAGE_SIZE = 50
+
+
+def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE) -> tuple[Page, str]:
+    """The requested page, and the querystring without `page` for the page links."""
+    page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
+    params = request.GET.copy()
+    params.pop("page", None)
+    return page, params.urlencode()
+
+
+def safe_next(request: HttpRequest, default: str) -> str:
+    """The `next` address a form carries, if it stays on this site; `default` otherwise."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def back(request: HttpRequest, default: str) -> HttpResponse:
+    return redirect(safe_next(request, default))
+
+
+def list_page(
+    request: HttpRequest, template: str, filters: FilterForm, rows, *, per_page: int = PAGE_SIZE, **extra
+) -> HttpResponse:
+    """A list: its filter form, the filtered rows paginated, and what the shared partials need."""
+    page, query = paginate(request, rows, per_page)
+    context = {
+        "filters": filters,
+        "page": page,
+        "query": query,
+        "filter_query": urlencode(filters.active()),
+        "filtered": bool(filters.active()),
+        **extra,
+    }
+    return render(request, template, context)

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from sync.crypto import decrypt, encrypt
 
-from .models import Alert, AlertChannel, Delivery
+from .models import Alert, AlertChannel, AuditEntry, Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +246,6 @@ def disable(channel: AlertChannel, reason: str) -> bool:
 
 
 def enable(channel: AlertChannel, user) -> bool:
-    from .models import AuditEntry
-
     done = AlertChannel.objects.filter(pk=channel.pk, enabled=False).update(
         enabled=True, disabled_reason="", disabled_at=None
     )
@@ -260,8 +258,6 @@ def enable(channel: AlertChannel, user) -> bool:
 def send_test(channel: AlertChannel, user, http: httpx.BaseTransport | None = None) -> str:
     """Send a made-up notice so an admin can check the channel; returns "" or why it failed. The alert is
     not saved (there is no problem to record) and a failure does not disable the channel."""
-    from .models import AuditEntry
-
     now = timezone.now()
     alert = Alert(
         key="test", kind="test", severity=Alert.Severity.WARNING,

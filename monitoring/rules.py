@@ -23,9 +23,12 @@ from django.db.models import Count, F, Max, Q
 from django.db.models.functions import Coalesce
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from sync.choices import OverrideStatus, RunStatus, RunTrigger, TokenStatus
 from sync.models import GuardOverride, MoodleSite, ServiceToken, SyncRun
+from sync.run.connect import shared_redis
+from sync.run.locks import lock_info
 
 from .alerts import raise_alert, resolve_alert, supersede_alert
 from .kinds import AlertKind, auth_key, guard_override_key, site_unavailable_key
@@ -317,9 +320,6 @@ def breaker_open(now: datetime) -> list[Problem]:
 
 def stale_locks(now: datetime) -> list[Problem]:
     """A run lock whose owner stopped heart-beating: every later run of the site waits behind it."""
-    from sync.run.connect import shared_redis
-    from sync.run.locks import lock_info
-
     client = shared_redis()
     locks = _url("sync:locks", fallback="/locks/")
     problems = []
@@ -345,8 +345,6 @@ def stale_locks(now: datetime) -> list[Problem]:
 def schedules(now: datetime) -> list[Problem]:
     """A scheduled sync that beat did not send at all, or that did not start within ALERT_START_DRIFT_S of
     being sent (the seed guide's "a last-run timestamp written at start lies": we look at the runs)."""
-    from django_celery_beat.models import PeriodicTask
-
     drift = timedelta(seconds=settings.ALERT_START_DRIFT_S)
     sites = {s.slug: s for s in MoodleSite.objects.filter(enabled=True)}
     problems = []
@@ -492,8 +490,6 @@ def scheduler_silent(now: datetime) -> list[Problem]:
 
 def workers_silent(now: datetime) -> list[Problem]:
     """No worker has refreshed its liveness key: queued runs and notices wait."""
-    from sync.run.connect import shared_redis
-
     if next(iter(shared_redis().scan_iter(WORKER_KEYS, count=100)), None) is not None:
         return []
     return [

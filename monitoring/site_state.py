@@ -22,6 +22,7 @@ from Redis), so the Overview's cost does not grow with the number of sites.
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -154,8 +155,6 @@ def _hhmm(value: datetime | float | None, tz_name: str) -> str:
 
 
 def _zone(name: str):
-    import zoneinfo
-
     try:
         return zoneinfo.ZoneInfo(name or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -167,6 +167,7 @@ class SimulatorApp:
                     capabilities=frozenset(self.state.user_capabilities.get(user["id"], [])),
                     wwwroot=_wwwroot(environ),
                     token=row,
+                    implemented=frozenset(FUNCTIONS),
                 )
                 result = spec.handler(ctx, args)
                 wrote = spec.writes

@@ -22,6 +22,7 @@ class CallContext:
     capabilities: frozenset[str]
     wwwroot: str
     token: dict[str, Any]
+    implemented: frozenset[str] = frozenset()  # every function this site implements (site info lists them)
 
     @property
     def debug(self) -> bool | str:

@@ -10,6 +10,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from simulator.context import CallContext
 from simulator.state import new_user
 from simulator.tokens import create_token
 from simulator.ws_course import add_course
@@ -150,8 +151,6 @@ def _patch_user(app: SimulatorApp, environ: dict, userid: str) -> Response:
 
 
 def _delete_user(app: SimulatorApp, environ: dict, userid: str) -> Response:
-    from simulator.context import CallContext
-
     with app.state.lock:
         user = _user(app, userid)
         if not user["deleted"]:

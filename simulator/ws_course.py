@@ -177,11 +177,9 @@ def add_course(state, course: dict, *, manual: bool = True) -> dict:
 
 
 def get_site_info(ctx: CallContext, params: dict) -> dict:
-    from simulator.functions import FUNCTIONS  # the registry imports this module
-
     user = ctx.state.users[ctx.userid]
     allowed = ctx.token.get("functions")
-    names = sorted(FUNCTIONS) if allowed is None else [n for n in allowed if n in FUNCTIONS]
+    names = sorted(ctx.implemented) if allowed is None else [n for n in allowed if n in ctx.implemented]
     return {
         "sitename": ctx.config.sitename,
         "username": user["username"],

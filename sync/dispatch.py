@@ -11,6 +11,8 @@ import logging
 from celery import current_app
 from django.db import transaction
 
+from .models import SyncRun
+
 logger = logging.getLogger(__name__)
 
 EXECUTE_RUN = "sync.execute_run"
@@ -23,8 +25,6 @@ def enqueue_run(run_id: int, *, countdown: float | None = None) -> None:
 
 def send_run(run_id: int, *, countdown: float | None = None) -> str:
     """Send the task now; returns its id, recorded on the run for the admin pages."""
-    from .models import SyncRun
-
     result = current_app.send_task(EXECUTE_RUN, args=[run_id], countdown=countdown)
     SyncRun.objects.filter(pk=run_id).update(task_id=result.id)
     return result.id

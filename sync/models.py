@@ -30,6 +30,7 @@ from .choices import (
     SyncStatus,
     TokenStatus,
 )
+from .moodle.limits import DEFAULT_LIMITS
 
 
 def default_auto_apply() -> list[str]:
@@ -39,9 +40,7 @@ def default_auto_apply() -> list[str]:
 class MoodleSite(models.Model):
     """A Moodle instance the hub keeps in step, with the limits that keep it gentle on that instance.
 
-    The defaults are the seed guide's starting point for a site nobody has measured yet: two concurrent
-    calls, 150 ms between call starts, 90 calls a minute, batches of 200 people, and PHP's common
-    max_input_vars of 5000 (Moodle's minimum).
+    The call budget's defaults come from the client seam (sync.moodle.limits); batches of 200 people.
     """
 
     slug = models.SlugField(unique=True, help_text="Short name used in commands and URLs.")
@@ -50,17 +49,20 @@ class MoodleSite(models.Model):
     enabled = models.BooleanField(default=True, help_text="Disabled sites get no scheduled runs.")
     time_zone = models.CharField(max_length=64, default="UTC", help_text="Times on the pages and schedules.")
     max_concurrent_calls = models.PositiveSmallIntegerField(
-        default=2, validators=[MinValueValidator(1), MaxValueValidator(16)]
+        default=DEFAULT_LIMITS.max_concurrent, validators=[MinValueValidator(1), MaxValueValidator(16)]
     )
     min_spacing_ms = models.PositiveIntegerField(
-        default=150, help_text="Minimum time between the starts of two calls to this site."
+        default=int(DEFAULT_LIMITS.min_spacing_ms),
+        help_text="Minimum time between the starts of two calls to this site.",
     )
-    calls_per_minute = models.PositiveIntegerField(default=90, validators=[MinValueValidator(1)])
+    calls_per_minute = models.PositiveIntegerField(
+        default=DEFAULT_LIMITS.calls_per_minute, validators=[MinValueValidator(1)]
+    )
     batch_size = models.PositiveIntegerField(
         default=200, validators=[MinValueValidator(1), MaxValueValidator(1000)]
     )
     max_input_vars = models.PositiveIntegerField(
-        default=5000,
+        default=DEFAULT_LIMITS.max_input_vars,
         validators=[MinValueValidator(100)],
         help_text="PHP's max_input_vars on the Moodle server.",
     )

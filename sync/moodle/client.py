@@ -24,6 +24,7 @@ from .audit import CallRecord, redact, scrub
 from .breaker import PROBE_FUNCTION, Breaker, BreakerConfig, BreakerState, ChangeCallback
 from .encoding import flatten, split_params
 from .errors import BreakerOpen, MoodleError, SeamError, classify
+from .limits import SiteLimits
 from .throttle import LocalThrottle, Throttle, ThrottleSettings
 
 logger = logging.getLogger(__name__)
@@ -72,17 +73,6 @@ HUB_FUNCTIONS = (
     "core_enrol_get_enrolled_users",
     "core_course_get_courses_by_field",
 )
-
-
-@dataclass(frozen=True)
-class SiteLimits:
-    """The call budget for one site (defaults from what a 2-core Moodle 5.1 bears)."""
-
-    max_concurrent: int = 2
-    min_spacing_ms: float = 150
-    calls_per_minute: int = 90
-    max_input_vars: int = 5000
-    max_wait_s: float = 300
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis as redis_lib
 
 from .errors import ThrottleTimeout
+from .limits import DEFAULT_LIMITS
 
 # Redis's own clock keeps every process on one timeline. Times are microseconds, formatted with
 # %.0f because Lua would otherwise print large numbers in exponent form and lose precision.
@@ -69,12 +70,12 @@ class Lease:
 
 @dataclass(frozen=True)
 class ThrottleSettings:
-    """The per-site budget (see ``SiteLimits`` in the client for the defaults the hub uses)."""
+    """The per-site budget as the throttle applies it (the defaults are the site limits')."""
 
-    max_concurrent: int = 2
-    min_spacing_ms: float = 150
-    calls_per_minute: int = 90
-    max_wait_s: float = 300
+    max_concurrent: int = DEFAULT_LIMITS.max_concurrent
+    min_spacing_ms: float = DEFAULT_LIMITS.min_spacing_ms
+    calls_per_minute: int = DEFAULT_LIMITS.calls_per_minute
+    max_wait_s: float = DEFAULT_LIMITS.max_wait_s
     lease_s: float = 120  # longer than any call may take (the client's timeouts bound it)
     poll_s: float = 0.02  # how often to look again while every slot is taken
 

@@ -1,5 +1,6 @@
 """Template helpers shared by every page: times, durations, status colours."""
 
+import zoneinfo
 from datetime import timedelta
 
 from django import template
@@ -28,8 +29,6 @@ def reltime(value, tz=None):
 def _zone(name):
     if not name:
         return None
-    import zoneinfo
-
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

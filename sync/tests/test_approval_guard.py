@@ -23,8 +23,7 @@ from sync.models import Discrepancy, GuardOverride, Resolution, SyncRecord, Sync
 from sync.run import engine
 
 pytestmark = pytest.mark.django_db
-PEOPLE = 520
-STAYING = 20  # the night's export kept 20 people: 500 orphans, the guard's limit being 2 % of 520 = 10
+STAYING = 20  # the night's export kept 20 people; everyone else is an orphan to suspend
 
 
 def execute(site, moodle, kind=None, run=None) -> SyncRun:
@@ -32,10 +31,9 @@ def execute(site, moodle, kind=None, run=None) -> SyncRun:
     return engine.execute(run.pk, transport=moodle.transport, sleep=lambda s: None)
 
 
-@pytest.fixture
-def night(db, clean_redis, tmp_path, moodle):
-    """520 people in Moodle; tonight's export has 20: reconciliation held back 500 suspensions."""
-    rows = [person(n) for n in range(1, PEOPLE + 1)]
+def bad_night(tmp_path, moodle, people: int):
+    """`people` in Moodle; tonight's export has 20: reconciliation held back the other suspensions."""
+    rows = [person(n) for n in range(1, people + 1)]
     csv_path = write_csv(tmp_path / "people.csv", rows)
     site = make_site(
         "north", "http://moodle.test", csv_path, name="North Campus", batch_size=200, removed_policy="keep"
@@ -43,8 +41,20 @@ def night(db, clean_redis, tmp_path, moodle):
     assert execute(site, moodle, RunKind.BOOTSTRAP).status == RunStatus.SUCCEEDED
     write_csv(csv_path, rows[:STAYING])
     reconcile = execute(site, moodle, RunKind.RECONCILE)
-    assert reconcile.status == RunStatus.PROBLEMS and reconcile.blocked == PEOPLE - STAYING
+    assert reconcile.status == RunStatus.PROBLEMS and reconcile.blocked == people - STAYING
     return site
+
+
+@pytest.fixture
+def night(db, clean_redis, tmp_path, moodle):
+    """120 people, 100 held-back suspensions; the guard's limit is 2 % of 120 = 2."""
+    return bad_night(tmp_path, moodle, 120)
+
+
+@pytest.fixture
+def big_night(db, clean_redis, tmp_path, moodle):
+    """520 people, 500 held-back suspensions; the guard's limit is 2 % of 520 = 10."""
+    return bad_night(tmp_path, moodle, 520)
 
 
 @pytest.fixture
@@ -60,13 +70,13 @@ def orphans():
 
 def test_the_plan_states_the_consequence_and_refuses_without_an_override(night, hub_admin):
     plan = resolutions.bulk_plan(orphans())
-    assert len(plan.destructive) == 500 and not plan.safe
+    assert len(plan.destructive) == 100 and not plan.safe
     (verdict,) = plan.over_limit
     assert verdict.sentence() == (
-        "suspends 500 users = 96 % of the 520 linked users on North Campus; the site's limit is 2 % (10)"
+        "suspends 100 users = 83 % of the 120 linked users on North Campus; the site's limit is 2 % (2)"
     )
     with pytest.raises(
-        resolutions.ResolutionError, match="type the number of users exactly as shown \\(500\\)"
+        resolutions.ResolutionError, match="type the number of users exactly as shown \\(100\\)"
     ):
         resolutions.approve_discrepancies(plan, hub_admin)
     assert not Resolution.objects.exists() and not SyncRun.objects.filter(kind=RunKind.RESOLUTION).exists()
@@ -77,11 +87,11 @@ def test_a_wrong_count_or_no_reason_is_refused(night, hub_admin):
     with pytest.raises(resolutions.ResolutionError, match="exactly as shown"):
         resolutions.approve_discrepancies(plan, hub_admin, typed_count=50, reason="HR confirms")
     with pytest.raises(resolutions.ResolutionError, match="give the reason"):
-        resolutions.approve_discrepancies(plan, hub_admin, typed_count=500, reason="  ")
+        resolutions.approve_discrepancies(plan, hub_admin, typed_count=100, reason="  ")
     assert not GuardOverride.objects.exists() and not Resolution.objects.exists()
 
 
-def test_an_override_applies_500_suspensions_in_a_few_batched_calls(night, hub_admin, moodle):
+def test_an_override_applies_500_suspensions_in_a_few_batched_calls(big_night, hub_admin, moodle):
     plan = resolutions.bulk_plan(orphans())
     ((_, n, run, override),) = resolutions.approve_discrepancies(
         plan, hub_admin, typed_count=500, reason="HR confirms the end-of-year leavers"
@@ -92,7 +102,7 @@ def test_an_override_applies_500_suspensions_in_a_few_batched_calls(night, hub_a
     assert set(orphans().values_list("status", flat=True)) == {DiscrepancyStatus.APPROVED}
 
     moodle.reset_stats()
-    done = execute(night, moodle, run=run)
+    done = execute(big_night, moodle, run=run)
     assert done.status == RunStatus.SUCCEEDED, done.abort_reason
     updates = moodle.stats()["calls"]["core_user_update_users"]
     assert updates <= 5  # 500 users, two form variables each, under max_input_vars 5000
@@ -101,7 +111,7 @@ def test_an_override_applies_500_suspensions_in_a_few_batched_calls(night, hub_a
     assert sum(u["suspended"] for u in moodle.people().values()) == 500
     assert set(Resolution.objects.values_list("status", flat=True)) == {ResolutionStatus.APPLIED}
     assert set(orphans().values_list("status", flat=True)) == {DiscrepancyStatus.APPLIED}
-    assert SyncRecord.objects.filter(site=night, suspended_by_hub=True).count() == 500
+    assert SyncRecord.objects.filter(site=big_night, suspended_by_hub=True).count() == 500
 
 
 def test_four_eyes_an_override_waits_for_a_second_admin(night, hub_admin, second_admin, moodle):
@@ -109,7 +119,7 @@ def test_four_eyes_an_override_waits_for_a_second_admin(night, hub_admin, second
     night.save()
     plan = resolutions.bulk_plan(orphans())
     ((_, _, run, override),) = resolutions.approve_discrepancies(
-        plan, hub_admin, typed_count=500, reason="HR confirms the leavers"
+        plan, hub_admin, typed_count=100, reason="HR confirms the leavers"
     )
     assert run is None and override.status == OverrideStatus.PENDING
     assert set(Resolution.objects.values_list("status", flat=True)) == {ResolutionStatus.PROPOSED}
@@ -119,7 +129,7 @@ def test_four_eyes_an_override_waits_for_a_second_admin(night, hub_admin, second
     override.refresh_from_db()
     assert override.status == OverrideStatus.CONFIRMED and override.decided_by == second_admin
     assert AuditEntry.objects.filter(action="guard.override_confirmed", actor=second_admin).exists()
-    assert execute(night, moodle, run=run).suspended == 500
+    assert execute(night, moodle, run=run).suspended == 100
 
 
 def test_the_task_refuses_suspensions_past_the_limit_even_when_the_page_was_bypassed(
@@ -135,12 +145,12 @@ def test_the_task_refuses_suspensions_past_the_limit_even_when_the_page_was_bypa
     done = execute(night, moodle, run=run)
     assert "core_user_update_users" not in moodle.stats()["calls"]
     assert not any(u["suspended"] for u in moodle.people().values())
-    assert done.status == RunStatus.PROBLEMS and done.blocked == 500
+    assert done.status == RunStatus.PROBLEMS and done.blocked == 100
     outcomes = set(Resolution.objects.values_list("status", "outcome"))
     assert len(outcomes) == 1
     status, outcome = outcomes.pop()
     assert status == ResolutionStatus.FAILED and outcome.startswith(
-        "refused when applying: this suspends 500"
+        "refused when applying: this suspends 100"
     )
     assert set(orphans().values_list("status", flat=True)) == {DiscrepancyStatus.BLOCKED}
 
@@ -154,7 +164,7 @@ def test_destructive_and_safe_changes_are_never_approved_together(night, hub_adm
     plan = resolutions.bulk_plan(Discrepancy.objects.filter(status__in=DiscrepancyStatus.waiting()))
     assert plan.mixed and len(plan.safe) == 1
     with pytest.raises(resolutions.ResolutionError, match="separately"):
-        resolutions.approve_discrepancies(plan, hub_admin, typed_count=500, reason="x")
+        resolutions.approve_discrepancies(plan, hub_admin, typed_count=100, reason="x")
     drift = resolutions.propose(action=ResolutionAction.UPDATE, discrepancy=plan.safe[0])
     orphan = resolutions.propose(action=ResolutionAction.SUSPEND, discrepancy=plan.destructive[0])
     with pytest.raises(resolutions.ResolutionError, match="never together with safe ones"):
@@ -188,16 +198,16 @@ def test_a_refused_update_fails_only_its_own_resolution(night, hub_admin, moodle
 def test_the_pages_offer_separate_actions_and_a_typed_override(night, client, hub_admin, moodle):
     client.force_login(hub_admin)
     page = client.get(reverse("sync:discrepancy_list"), {"status": "waiting"}).content.decode()
-    assert "Review the 500 that take access away…" in page and "Approve these 500" not in page
+    assert "Review the 100 that take access away…" in page and "Approve these 100" not in page
     url = reverse("sync:discrepancy_approve_filtered")
     preview = client.get(url, {"effect": "destructive"}).content.decode()
-    assert "This suspends 500 users = 96 % of the 520 linked users on North Campus" in preview
-    assert "the site&#x27;s limit is 2 % (10)" in preview and "Type the number of users to confirm" in preview
-    refused = client.post(url, {"effect": "destructive", "count": "500", "reason": "HR says so"})
+    assert "This suspends 100 users = 83 % of the 120 linked users on North Campus" in preview
+    assert "the site&#x27;s limit is 2 % (2)" in preview and "Type the number of users to confirm" in preview
+    refused = client.post(url, {"effect": "destructive", "count": "100", "reason": "HR says so"})
     assert refused.status_code == 400 and not Resolution.objects.exists()
     done = client.post(
-        url, {"effect": "destructive", "count": "500", "typed_count": "500", "reason": "HR says so"}
+        url, {"effect": "destructive", "count": "100", "typed_count": "100", "reason": "HR says so"}
     )
     run = SyncRun.objects.get(kind=RunKind.RESOLUTION)
     assert done.status_code == 302 and done["Location"] == reverse("sync:run_detail", args=[run.pk])
-    assert Resolution.objects.filter(status=ResolutionStatus.APPROVED, override__isnull=False).count() == 500
+    assert Resolution.objects.filter(status=ResolutionStatus.APPROVED, override__isnull=False).count() == 100

@@ -99,17 +99,20 @@ class SimulatorApp:
         params, dropped = self._read_params(environ)
         function = params.get("wsfunction")
         function = function if isinstance(function, str) else ""
-        self.stats.enter(function, dropped)
+        entry = self.stats.enter(function, dropped)
         try:
-            return self._rest_call(environ, params, function)
+            return self._rest_call(environ, params, function, entry)
         finally:
             self.stats.leave()
 
-    def _rest_call(self, environ: dict, params: dict, function: str) -> tuple[str, list, bytes]:
-        # Latency is spent outside every lock so concurrent requests really overlap.
-        delay = self.faults.delay_s()
-        if delay:
-            time.sleep(delay)
+    def _spend(self, entry: list, seconds: float) -> None:
+        """Simulated server time, spent outside every lock so concurrent requests really overlap."""
+        if seconds > 0:
+            self.stats.served(entry, seconds)
+            time.sleep(seconds)
+
+    def _rest_call(self, environ: dict, params: dict, function: str, entry: list) -> tuple[str, list, bytes]:
+        self._spend(entry, self.faults.delay_s())
         fault = self.faults.pick(function)
         if fault in HTTP_KINDS:
             self.stats.injected_error(fault)
@@ -132,7 +135,7 @@ class SimulatorApp:
             return self._answer(fmt, error=exc)
         returned = _users_returned(result)
         if returned and self.config.cost_per_user_ms:
-            time.sleep(returned * self.config.cost_per_user_ms / 1000.0)  # outside the lock, like latency
+            self._spend(entry, returned * self.config.cost_per_user_ms / 1000.0)
         return self._answer(fmt, result=result)
 
     def _execute(

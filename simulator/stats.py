@@ -27,14 +27,23 @@ class Stats:
             self.call_starts: deque[list] = deque(maxlen=MAX_CALL_STARTS)
             self.variables_dropped = 0
 
-    def enter(self, function: str, dropped: int) -> None:
+    def enter(self, function: str, dropped: int) -> list:
+        """Count a call's start; the returned entry (start, function, server ms) gets its server time."""
+        entry = [time.time(), function, 0.0]
         with self._lock:
             self.calls[function] += 1
             self.total_calls += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.call_starts.append([time.time(), function])
+            self.call_starts.append(entry)
             self.variables_dropped += dropped
+        return entry
+
+    def served(self, entry: list, seconds: float) -> None:
+        """The time the simulated server spent on the call on purpose (latency, cost per user): what a
+        test can assert on, instead of a wall clock that a busy machine stretches."""
+        with self._lock:
+            entry[2] = round(entry[2] + seconds * 1000, 3)
 
     def leave(self) -> None:
         with self._lock:

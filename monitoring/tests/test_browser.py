@@ -1,6 +1,7 @@
 """The first operator story in a real browser: sign in, see the Overview, be refused an admin page."""
 
 import pytest
+from playwright.sync_api import expect
 
 from integration_hub.testing import sign_in
 
@@ -11,11 +12,11 @@ def test_operator_signs_in_sees_overview_and_is_refused_an_admin_page(page, oper
     page.goto("/")
     assert "/login/" in page.url  # every page needs a login
     sign_in(page, "operator")
-    assert page.get_by_role("heading", name="Overview").is_visible()
-    assert page.get_by_role("heading", name="North Campus").is_visible()
-    assert page.get_by_text("Scheduler: no heartbeat yet").is_visible()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.get_by_role("heading", name="North Campus")).to_be_visible()
+    expect(page.get_by_text("Scheduler: no heartbeat yet")).to_be_visible()
     response = page.goto("/sites/add/")
     assert response.status == 403
-    assert page.get_by_role("heading", name="You cannot do this").is_visible()
+    expect(page.get_by_role("heading", name="You cannot do this")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/login/")

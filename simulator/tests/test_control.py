@@ -72,7 +72,7 @@ def test_stats_and_reset(plain: Site) -> None:
     stats = plain.control("GET", "/stats")
     assert stats["calls"] == {"core_webservice_get_site_info": 1, "core_user_get_users": 1}
     assert stats["total_calls"] == 2 and stats["max_in_flight"] == 1 and stats["in_flight"] == 0
-    assert [name for _, name in stats["call_starts"]] == [
+    assert [name for _, name, _ in stats["call_starts"]] == [
         "core_webservice_get_site_info",
         "core_user_get_users",
     ]

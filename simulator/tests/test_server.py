@@ -27,16 +27,13 @@ def test_requests_really_overlap() -> None:
     app = create_app(SimConfig(latency_ms=200))
     create_token(app.state, TOKEN)
     with serve(app) as server, httpx.Client(base_url=server.url) as client:
-        started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             answers = list(
                 pool.map(lambda _: client.post("/webservice/rest/server.php", data=INFO), range(8))
             )
-        elapsed = time.monotonic() - started
         stats = client.get("/_sim/stats").json()
     assert all(a.json()["username"] == "wsuser" for a in answers)
-    assert stats["max_in_flight"] > 1
-    assert elapsed < 8 * 0.2  # sequential would take 1.6 s
+    assert stats["max_in_flight"] > 1  # the simulator's own count: calls were served side by side
 
 
 def test_degrading_mode_slows_down_before_failing() -> None:
@@ -49,21 +46,21 @@ def test_degrading_mode_slows_down_before_failing() -> None:
         )
         began = client.get("/_sim/stats").json()["degrade_started_at"]
         assert began is not None
-        samples = []
+        statuses = []
         while time.time() - began < 2.0:
-            t0 = time.monotonic()
-            response = client.post("/webservice/rest/server.php", data=INFO)
-            samples.append((time.time() - began, time.monotonic() - t0, response.status_code))
+            statuses.append(client.post("/webservice/rest/server.php", data=INFO).status_code)
+        calls = client.get("/_sim/stats").json()["call_starts"]
         client.post("/_sim/config", json={"degrade": None})
         assert client.get("/_sim/stats").json()["degrade_started_at"] is None
-        t0 = time.monotonic()
         assert client.post("/webservice/rest/server.php", data=INFO).status_code == 200
-        assert time.monotonic() - t0 < 0.2
-    early = [d for at, d, _ in samples if at < 0.3]
-    late_ok = [d for at, d, status in samples if at >= 1.0 and status == 200]
-    assert early and late_ok and max(early) < min(late_ok)  # latency climbed
-    assert all(status == 200 for at, _, status in samples if at < 1.4)  # no error before errors_after_s
-    assert samples[-1][2] == 503
+        recovered = client.get("/_sim/stats").json()["call_starts"][-1]
+    # The simulator's own clock and server times: latency climbed, then errors came.
+    served = [(start - began, ms) for start, function, ms in calls if function]
+    early = [ms for at, ms in served if at < 0.3]
+    late = [ms for at, ms in served if at >= 1.0]
+    assert early and late and max(early) < min(late)
+    assert recovered[2] < 50  # back to normal at once
+    assert statuses[0] == 200 and statuses[-1] == 503
 
 
 def _wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 20) -> str:
@@ -138,11 +135,8 @@ def test_lookups_cost_time_per_user_returned() -> None:
     create_token(app.state, TOKEN)
     data = {**INFO, "wsfunction": "core_user_get_users_by_field", "field": "id"}
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://moodle.test") as client:
-        t0 = time.monotonic()
         client.post("/webservice/rest/server.php", data={**data, "values[0]": "999"})
-        empty = time.monotonic() - t0
-        t0 = time.monotonic()
         found = client.post("/webservice/rest/server.php", data={**data, "values[0]": "2", "values[1]": "3"})
-        two = time.monotonic() - t0
     assert len(found.json()) == 2
-    assert two >= 0.04 > empty
+    empty, two = (ms for _, _, ms in app.stats.snapshot()["call_starts"])
+    assert empty == 0 and two == 40  # 20 ms a user returned, on the simulator's own account

@@ -3,6 +3,7 @@ exact call first, and watches the resolution run (a real Celery worker, the simu
 succeed; the Moodle user then holds the source's value."""
 
 import pytest
+from playwright.sync_api import expect
 
 from integration_hub.testing import make_site, person, sign_in, simulated_moodle, start_worker, write_csv
 from simulator.server import serve
@@ -52,7 +53,7 @@ def test_admin_approves_a_drift_resolution_from_the_page_and_sees_it_applied(
 
             run = SyncRun.objects.get(kind=RunKind.RESOLUTION)
             page.wait_for_url(f"**/runs/{run.pk}/")
-            assert page.get_by_text(f"Approved: resolution run #{run.pk} applies it").is_visible()
+            expect(page.get_by_text(f"Approved: resolution run #{run.pk} applies it")).to_be_visible()
             # No reload: htmx refreshes the progress block until the worker has applied the resolution.
             page.locator("#run-progress .pill", has_text="Succeeded").wait_for(timeout=60_000)
         finally:

@@ -4,6 +4,7 @@ site page, watch the progress bar reach 100 %, read its detail, retry a dead let
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from integration_hub.testing import (
     make_site,
@@ -49,8 +50,8 @@ def test_start_a_run_watch_it_finish_and_retry_a_dead_letter(
             page.locator("main").get_by_text("503").first.wait_for()
             progress_block = page.locator("#run-progress").inner_text()
             assert "100 %" in progress_block and "60 of 60 records" in progress_block
-            assert page.get_by_role("heading", name="Errors").is_visible()  # 20 dead letters, grouped
-            assert page.get_by_role("heading", name="Timeline").is_visible()
+            expect(page.get_by_role("heading", name="Errors")).to_be_visible()  # 20 dead letters, grouped
+            expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
             assert (
                 "HTTP 503" in page.locator("main").inner_text() or "503" in page.locator("main").inner_text()
             )
@@ -62,7 +63,7 @@ def test_start_a_run_watch_it_finish_and_retry_a_dead_letter(
                 "button", name=f"Retry dead letter {first.pk} for {first.record.external_id}"
             ).click()
             page.wait_for_load_state()
-            assert page.get_by_text("Queued retry run").first.is_visible()
+            expect(page.get_by_text("Queued retry run").first).to_be_visible()
             resolved = "/deadletters/?status=resolved"
             page.wait_for_function(
                 f"async () => (await (await fetch('{resolved}')).text())"
@@ -70,7 +71,7 @@ def test_start_a_run_watch_it_finish_and_retry_a_dead_letter(
                 timeout=60_000,
             )
             page.goto(resolved)
-            assert page.get_by_text(first.record.external_id).first.is_visible()
+            expect(page.get_by_text(first.record.external_id).first).to_be_visible()
         finally:
             worker.terminate()
             worker.wait(timeout=30)

@@ -2,6 +2,7 @@
 over HTTP: add the new token, verify it, promote it, revoke the old one in Moodle and confirm."""
 
 import pytest
+from playwright.sync_api import expect
 
 from integration_hub.testing import HUB_TOKEN, sign_in, simulated_moodle
 from simulator.server import serve
@@ -43,7 +44,7 @@ def test_admin_rotates_a_token_from_the_page(page, hub_admin, clean_redis):
         assert "…qrst (2027) becomes active" in main and "…cdef (2026) becomes standby" in main
         page.get_by_role("button", name="Promote …qrst").click()
         page.get_by_text("is now active").wait_for()
-        assert page.get_by_text("was replaced by a rotation").is_visible()
+        expect(page.get_by_text("was replaced by a rotation")).to_be_visible()
 
         moodle.control("DELETE", f"tokens/{HUB_TOKEN}")  # the admin revokes the old token in Moodle
         page.get_by_role("link", name="I revoked …cdef in Moodle").first.click()

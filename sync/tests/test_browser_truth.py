@@ -6,6 +6,7 @@ are approved apart; the run page follows its run live."""
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from integration_hub.testing import (
     HUB_TOKEN,
@@ -44,12 +45,9 @@ def test_the_morning_look_is_not_healthy_while_dead_letters_wait(page, operator,
     assert f"Run #{run.pk} (bootstrap) finished with problems" in state.inner_text()
     assert "20 dead letters wait for a retry" in state.inner_text()
     card = page.locator("section.site", has=page.locator("#state-south"))
-    assert (
-        card.locator("dt", has_text="Last clean sync")
-        .locator("xpath=..")
-        .get_by_text("none yet")
-        .is_visible()
-    )
+    expect(
+        card.locator("dt", has_text="Last clean sync").locator("xpath=..").get_by_text("none yet")
+    ).to_be_visible()
     latest = card.locator("table").inner_text()
     assert "Finished with problems" in latest and "20 dead letters" in latest
 
@@ -78,7 +76,7 @@ def test_a_refused_token_is_red_and_the_way_out_is_one_click(page, hub_admin, cl
     row = page.locator("tr", has=page.get_by_text("…cdef"))
     assert row.locator(".pill.bad").text_content() == "Refused by Moodle"
     assert row.locator(".ok-text").count() == 0  # no green "Passed" beside it
-    assert page.get_by_role("alert").filter(has_text="Moodle refused the active token").is_visible()
+    expect(page.get_by_role("alert").filter(has_text="Moodle refused the active token")).to_be_visible()
 
     page.goto(f"/runs/{stopped.pk}/")
     assert page.locator("#run-status").text_content() == "Aborted"
@@ -132,9 +130,7 @@ def test_a_bad_export_is_held_back_and_only_a_typed_override_passes_the_guard(
             page.get_by_label("Why go past the limit?").fill("HR confirms the 40 leavers")
             page.get_by_label("Type the number of users to confirm").fill("39")
             page.get_by_role("button", name="Override the guard for 40").click()
-            assert page.get_by_text(
-                "type the number of users exactly as shown (40)", exact=False
-            ).is_visible()
+            expect(page.get_by_text("type the number of users exactly as shown (40)")).to_be_visible()
             assert not Resolution.objects.filter(action="suspend").exclude(status="proposed").exists()
 
             page.get_by_label("Type the number of users to confirm").fill("40")

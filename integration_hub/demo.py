@@ -20,6 +20,8 @@ HOST = "127.0.0.1"
 SIMULATOR_PORT = int(os.environ.get("SIMULATOR_PORT", "8090"))
 SIMULATOR_URL = f"http://{HOST}:{SIMULATOR_PORT}"
 DEMO_SITE = "demo"
+# The language packs of the demo Moodle: every lang its people carry (demo/people.csv), and en.
+DEMO_LANGUAGES = "en,ar,de,es,fr,ja,pl,tr,vi"
 
 
 def _port_free(port: int) -> bool:
@@ -59,7 +61,7 @@ def _register_demo_site(token: str) -> None:
         return
     print("\nRegistering the demo site and queueing its first bootstrap:")
     _manage("addsite", DEMO_SITE, "--url", SIMULATOR_URL, "--name", "Demo University", "--token-stdin",
-            stdin=token + "\n")  # fmt: skip
+            "--languages", DEMO_LANGUAGES, stdin=token + "\n")  # fmt: skip
     _manage(
         "addsource", DEMO_SITE, "--kind", "csv", "--path", str(BASE_DIR / "demo" / "people.csv"),
         "--id-column", "employee_id", "--mapping", str(BASE_DIR / "demo" / "mapping.json"),
@@ -88,7 +90,7 @@ def _simulator(token: str) -> list[str]:
     return [
         sys.executable, "manage.py", "simulator", "--port", str(SIMULATOR_PORT), "--control",
         "--state", str(DEFAULT_VAR_DIR / "moodle.json"), "--seed-users", "300", "--token", token,
-        "--latency-ms", "40", "--jitter-ms", "30",
+        "--latency-ms", "40", "--jitter-ms", "30", "--langs", DEMO_LANGUAGES,
     ]  # fmt: skip
 
 

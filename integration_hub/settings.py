@@ -182,8 +182,13 @@ MOODLE_BREAKER = {
     "min_calls": env.int("BREAKER_MIN_CALLS", default=10),
     "error_rate": env.float("BREAKER_ERROR_RATE", default=0.5),
     "latency_p90_ms": env.float("BREAKER_LATENCY_P90_MS", default=2000.0),
+    # Latency is judged beyond what a call's size explains: each user sent may add this much.
+    "per_item_ms": env.float("BREAKER_LATENCY_PER_ITEM_MS", default=25.0),
+    "min_slow_calls": env.int("BREAKER_MIN_SLOW_CALLS", default=3),
     "cooldown_s": env.float("BREAKER_COOLDOWN_S", default=60.0),
 }
+# A write call's server time the hub aims for when it sizes its batches (from the time per user it saw).
+MOODLE_TARGET_CALL_MS = env.float("MOODLE_TARGET_CALL_MS", default=2000.0)
 # Moodle calls: attempts per request (the first included) for transient errors, and the backoff.
 MOODLE_RETRY = {
     "attempts": env.int("MOODLE_RETRY_ATTEMPTS", default=4),
@@ -222,6 +227,10 @@ ALERT_TOKEN_EXPIRY_DAYS = env.list("ALERT_TOKEN_EXPIRY_DAYS", cast=int, default=
 ALERT_STUCK_RUN_S = env.int("ALERT_STUCK_RUN_S", default=900)  # a running run with no progress this long
 ALERT_START_DRIFT_S = env.int("ALERT_START_DRIFT_S", default=600)  # a schedule late by more than this
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)
+# Call log, rollups, probe results, breaker events and deliveries older than this are pruned (hourly, in
+# batches, each run at most HISTORY_PRUNE_BUDGET_S seconds).
+HISTORY_RETENTION_DAYS = env.int("HISTORY_RETENTION_DAYS", default=30)
+HISTORY_PRUNE_BUDGET_S = env.int("HISTORY_PRUNE_BUDGET_S", default=300)
 # The hub's public address, so links in alert emails and webhooks are absolute (workers have no request).
 HUB_BASE_URL = env.str("HUB_BASE_URL", default="")
 # /metrics: a bearer token, or clients from these networks (CIDRs). Neither set = /metrics refuses all.

@@ -43,6 +43,34 @@ MAPPING = {
 }
 
 
+def log_call(site, outcome: str = "ok", *, run=None, at=None, ms: float = 100.0, **fields):
+    """One Moodle call as the client reports it, stored by the real writer (its row and its rollups)."""
+    # Imported here: this module is loaded by conftest before Django is set up.
+    from django.utils import timezone
+
+    from monitoring.audit import CallLogWriter
+    from monitoring.models import CallLog
+    from sync.moodle.audit import CallRecord
+
+    record = CallRecord(
+        site=site.slug,
+        function=fields.pop("function", "core_user_update_users"),
+        params={},
+        outcome=outcome,
+        errorcode=fields.pop("errorcode", ""),
+        exception=None,
+        http_status=fields.pop("http_status", 200),
+        duration_ms=ms,
+        attempt=1,
+        started_at=at or timezone.now(),
+        message=fields.pop("message", ""),
+        items=0,
+    )
+    assert not fields, f"unknown fields {sorted(fields)}"
+    CallLogWriter(site, run=run)(record)
+    return CallLog.objects.filter(site=site).latest("pk")
+
+
 def person(n: int, **overrides: str) -> dict[str, str]:
     row = {
         "employee_id": f"E{n:05d}",

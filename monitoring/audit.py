@@ -3,12 +3,14 @@
 import logging
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from sync.models import MoodleSite, ServiceToken, SyncRun
 from sync.moodle.audit import CallRecord
 
+from . import rollups
 from .models import CallLog
 
 logger = logging.getLogger(__name__)
@@ -33,26 +35,40 @@ class CallLogWriter:
 
     def __call__(self, record: CallRecord) -> None:
         try:
-            CallLog.objects.create(
-                site=self.site,
-                run=self.run,
-                token=self.token if self.token is not None and self.token.pk else None,
-                function=record.function,
-                params=record.params,
-                outcome=record.outcome,
-                errorcode=(record.errorcode or "")[:200],
-                exception=(record.exception or "")[:200],
-                http_status=record.http_status,
-                duration_ms=record.duration_ms,
-                attempt=record.attempt,
-                items=record.items,
-                message=record.message or "",
-                detail=record.raw or "",
-                started_at=record.started_at,
-            )
+            with transaction.atomic():
+                self._store(record)
             self._touch_token(record)
         except Exception:
             logger.exception("could not store the audit record of %s on %s", record.function, self.site.slug)
+
+    def _store(self, record: CallRecord) -> None:
+        """The call's row, and its place in the minute's and the hour's rollups (monitoring/rollups.py)."""
+        row = CallLog.objects.create(
+            site=self.site,
+            run=self.run,
+            token=self.token if self.token is not None and self.token.pk else None,
+            function=record.function,
+            params=record.params,
+            outcome=record.outcome,
+            errorcode=(record.errorcode or "")[:200],
+            exception=(record.exception or "")[:200],
+            http_status=record.http_status,
+            duration_ms=record.duration_ms,
+            attempt=record.attempt,
+            items=record.items,
+            message=record.message or "",
+            detail=record.raw or "",
+            started_at=record.started_at,
+        )
+        rollups.add_call(
+            site_id=self.site.pk,
+            function=row.function,
+            outcome=row.outcome,
+            errorcode=row.errorcode,
+            http_status=row.http_status,
+            duration_ms=row.duration_ms,
+            started_at=row.started_at,
+        )
 
     def _touch_token(self, record: CallRecord) -> None:
         """Keep the token's "last used" and "refused by Moodle" true to the calls made with it."""
@@ -71,11 +87,16 @@ class CallLogWriter:
         now = timezone.now()
         due = self._last_used_written is None or now - self._last_used_written >= LAST_USED_RESOLUTION
         if self.token.refused_at is not None or due:
-            # A refusal recorded by another process is cleared within a minute of a call that proves it over.
-            tokens.filter(refused_at__isnull=False).filter(
-                Q(refused_function=record.function) | Q(refused_code__in=TOKEN_LEVEL_CODES)
-            ).update(refused_at=None, refused_code="", refused_function="")
-            self.token.refused_at = None
+            # A refusal recorded by another process is cleared within a minute of a call that proves it over:
+            # one that started after the refused one (a call already under way when the token was revoked
+            # may still be answered, side by side with the refusal, and proves nothing).
+            cleared = (
+                tokens.filter(refused_at__lt=record.started_at)
+                .filter(Q(refused_function=record.function) | Q(refused_code__in=TOKEN_LEVEL_CODES))
+                .update(refused_at=None, refused_code="", refused_function="")
+            )
+            if cleared:
+                self.token.refused_at = None
         if due:
             tokens.update(last_used_at=now)
             self._last_used_written = now

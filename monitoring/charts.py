@@ -98,8 +98,8 @@ def calls_chart(
         for x, y, p in line:
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{LATENCY_COLOUR}">'
-                f"<title>{escape(_time_label(p['at'], span_s, tz))}: p90 {p['p90']:.0f} ms, "
-                f"p50 {p['p50']:.0f} ms</title></circle>"
+                f"<title>{escape(_time_label(p['at'], span_s, tz))}: p90 ≈ {p['p90']:.0f} ms, "
+                f"p50 ≈ {p['p50']:.0f} ms</title></circle>"
             )
     ticks = max(1, n // 6)
     for i in range(0, n, ticks):

@@ -1,8 +1,10 @@
-"""Error rates, latency and throughput from the audit rows, for the errors page and /metrics.
+"""Error rates, latency and throughput from the audit rows, for the errors page, the Overview and /metrics.
 
-Everything is aggregated in PostgreSQL (GROUP BY over CallLog, time buckets from the epoch,
-percentile_cont for latency), so the pages stay fast with millions of calls. Categories are the client's
-(sync.moodle.errors); "ok" is a successful call.
+The errors page looks back up to 7 days: it reads the per-minute and per-hour rollups of the call log
+(monitoring/rollups.py), never the rows themselves, so it costs the same with 1,000 calls or 10 million;
+its latency percentiles come from histograms and are approximate. The Overview looks back an hour and
+reads the call log itself (by its time index): the throttle bounds those rows to a few thousand a site.
+Categories are the client's (sync.moodle.errors); "ok" is a successful call.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from django.conf import settings
-from django.db.models import Aggregate, Count, FloatField, Func, Max, Q, QuerySet
+from django.db.models import Aggregate, Count, FloatField, Func, Max, Q, QuerySet, Sum
 from django.db.models.fields import DateTimeField
 from django.utils import timezone
 
@@ -24,7 +26,8 @@ from sync.moodle import errors
 from sync.moodle.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerConfig, BreakerState
 from sync.run.connect import shared_redis
 
-from .models import CallLog
+from . import rollups
+from .models import CallLog, CallRollup
 
 OK = "ok"
 # In the order the chart stacks them (worst on top) and the tables list them.
@@ -68,6 +71,11 @@ class Window:
     def since(self, now: datetime | None = None) -> datetime:
         return (now or timezone.now()) - self.span
 
+    @property
+    def rollup_s(self) -> int:
+        """Which rollups the window reads: hours when its buckets are whole hours, else minutes."""
+        return rollups.HOUR if self.bucket_s % rollups.HOUR == 0 else rollups.MINUTE
+
 
 WINDOWS = {
     w.name: w
@@ -106,22 +114,23 @@ class Bucket(Func):
         super().__init__(expression, width=int(width), **extra)
 
 
-def calls(since: datetime, *, site: MoodleSite | None = None, until: datetime | None = None) -> QuerySet:
-    rows = CallLog.objects.filter(started_at__gte=since)
-    if until is not None:
-        rows = rows.filter(started_at__lt=until)
+def _rate(part: int, total: int) -> float:
+    return part / total if total else 0.0
+
+
+def _rolled_up(since: datetime, span_s: int, *, site: MoodleSite | None = None) -> QuerySet:
+    """The rollup rows of `span_s` (a minute or an hour) from the one `since` falls in."""
+    rows = CallRollup.objects.filter(span_s=span_s, bucket__gte=rollups.floor(since, span_s))
     if site is not None:
         rows = rows.filter(site=site)
     return rows
 
 
-def _rate(part: int, total: int) -> float:
-    return part / total if total else 0.0
-
-
-def category_rates(since: datetime, *, site: MoodleSite | None = None) -> dict:
+def category_rates(since: datetime, *, site: MoodleSite | None = None, span_s: int = rollups.MINUTE) -> dict:
     """Calls in the window by outcome: {"total", "ok", "errors", "rows": [{category, label, calls, rate}]}."""
-    counts = dict(calls(since, site=site).values_list("outcome").annotate(n=Count("pk")).order_by())
+    counts = dict(
+        _rolled_up(since, span_s, site=site).values_list("outcome").annotate(n=Sum("calls")).order_by()
+    )
     total = sum(counts.values())
     known = [*CATEGORIES, *(c for c in counts if c not in CATEGORIES and c != OK)]
     rows = [
@@ -137,67 +146,77 @@ def category_rates(since: datetime, *, site: MoodleSite | None = None) -> dict:
     return {"total": total, "ok": counts.get(OK, 0), "errors": total - counts.get(OK, 0), "rows": rows}
 
 
-def by_errorcode(since: datetime, *, site: MoodleSite | None = None, limit: int = 20) -> list[dict]:
+def by_errorcode(
+    since: datetime, *, site: MoodleSite | None = None, span_s: int = rollups.MINUTE, limit: int = 20
+) -> list[dict]:
     """Failed calls grouped by category, errorcode and HTTP status, most frequent first."""
-    return list(
-        calls(since, site=site)
+    rows = (
+        _rolled_up(since, span_s, site=site)
         .exclude(outcome=OK)
         .values("outcome", "errorcode", "http_status")
-        .annotate(calls=Count("pk"), last=Max("started_at"))
+        .annotate(calls=Sum("calls"), last=Max("last_at"))
         .order_by("-calls", "outcome", "errorcode")[:limit]
     )
+    return [{**row, "http_status": row["http_status"] or None} for row in rows]
 
 
-def by_function(since: datetime, *, site: MoodleSite | None = None, limit: int = 30) -> list[dict]:
-    """Per web-service function: calls, errors, error rate and latency percentiles."""
-    rows = (
-        calls(since, site=site)
-        .values("function")
-        .annotate(
-            calls=Count("pk"),
-            failed=Count("pk", filter=~Q(outcome=OK)),
-            transient=Count("pk", filter=Q(outcome__in=[errors.TRANSIENT, errors.MAINTENANCE])),
-            p50=Percentile("duration_ms", 0.5),
-            p90=Percentile("duration_ms", 0.9),
+def by_function(
+    since: datetime, *, site: MoodleSite | None = None, span_s: int = rollups.MINUTE, limit: int = 30
+) -> list[dict]:
+    """Per web-service function: calls, errors, error rate and (approximate) latency percentiles."""
+    found: dict[str, dict] = {}
+    for function, outcome, n, histogram, largest in _rolled_up(since, span_s, site=site).values_list(
+        "function", "outcome", "calls", "histogram", "duration_ms_max"
+    ):
+        row = found.setdefault(
+            function, {"function": function, "calls": 0, "failed": 0, "transient": 0, "parts": [], "max": 0.0}
         )
-        .order_by("-failed", "-calls", "function")[:limit]
-    )
-    return [{**row, "rate": _rate(row["failed"], row["calls"])} for row in rows]
+        row["calls"] += n
+        row["failed"] += n if outcome != OK else 0
+        row["transient"] += n if outcome in (errors.TRANSIENT, errors.MAINTENANCE) else 0
+        row["parts"].append(histogram)
+        row["max"] = max(row["max"], largest)
+    rows = sorted(found.values(), key=lambda r: (-r["failed"], -r["calls"], r["function"]))[:limit]
+    for row in rows:
+        histogram = rollups.merged(row.pop("parts"))
+        largest = row.pop("max")
+        row["p50"] = rollups.percentile(histogram, 0.5, largest)
+        row["p90"] = rollups.percentile(histogram, 0.9, largest)
+        row["rate"] = _rate(row["failed"], row["calls"])
+    return rows
 
 
 def series(win: Window, *, site: MoodleSite | None = None, now: datetime | None = None) -> list[dict]:
-    """Calls per bucket by category with p50/p90 latency, every bucket of the window present (empty ones
-    with zeros and no latency), oldest first."""
+    """Calls per bucket by category with (approximate) p50/p90 latency, every bucket of the window present
+    (empty ones with zeros and no latency), oldest first."""
     now = now or timezone.now()
     width = win.bucket_s
     start = _floor(win.since(now), width)
-    per_category = {category: Count("pk", filter=Q(outcome=category)) for category in CATEGORIES}
-    rows = (
-        calls(start, site=site)
-        .annotate(bucket=Bucket("started_at", width))
-        .values("bucket")
-        .annotate(
-            total=Count("pk"),
-            ok=Count("pk", filter=Q(outcome=OK)),
-            p50=Percentile("duration_ms", 0.5),
-            p90=Percentile("duration_ms", 0.9),
-            **per_category,
+    found: dict[datetime, dict] = {}
+    for bucket, outcome, n, histogram, largest in _rolled_up(start, win.rollup_s, site=site).values_list(
+        "bucket", "outcome", "calls", "histogram", "duration_ms_max"
+    ):
+        point = found.setdefault(
+            _floor(bucket, width), {"total": 0, "ok": 0, "categories": {}, "parts": [], "max": 0.0}
         )
-        .order_by("bucket")
-    )
-    found = {_floor(row["bucket"], width): row for row in rows}
+        point["total"] += n
+        point["ok"] += n if outcome == OK else 0
+        point["categories"][outcome] = point["categories"].get(outcome, 0) + n
+        point["parts"].append(histogram)
+        point["max"] = max(point["max"], largest)
     points = []
     at = start
     while at <= now:
-        row = found.get(at)
+        point = found.get(at)
+        histogram = rollups.merged(point["parts"]) if point else []
         points.append(
             {
                 "at": at,
-                "total": row["total"] if row else 0,
-                "ok": row["ok"] if row else 0,
-                "p50": row["p50"] if row else None,
-                "p90": row["p90"] if row else None,
-                "categories": {c: (row[c] if row else 0) for c in CATEGORIES},
+                "total": point["total"] if point else 0,
+                "ok": point["ok"] if point else 0,
+                "p50": rollups.percentile(histogram, 0.5, point["max"]) if point else None,
+                "p90": rollups.percentile(histogram, 0.9, point["max"]) if point else None,
+                "categories": {c: (point["categories"].get(c, 0) if point else 0) for c in CATEGORIES},
             }
         )
         at += timedelta(seconds=width)

@@ -1,5 +1,6 @@
 """Records of the hub's own health."""
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -74,10 +75,45 @@ class CallLog(models.Model):
             models.Index(fields=["site", "-started_at"], name="call_site_started"),
             models.Index(fields=["outcome", "-started_at"], name="call_outcome_started"),
             models.Index(fields=["run", "-started_at"], name="call_run_started"),
+            # Alert rules, /metrics and retention read by time alone.
+            models.Index(fields=["started_at"], name="call_started"),
         ]
 
     def __str__(self) -> str:
         return f"{self.function} {self.outcome} at {self.started_at:%H:%M:%S}"
+
+
+class CallRollup(models.Model):
+    """The calls of one minute or one hour with the same site, function, outcome, errorcode and HTTP status:
+    how many, their total and largest duration, and a latency histogram (monitoring/rollups.py). Written
+    with each CallLog row; the errors page reads these instead of millions of rows."""
+
+    site = models.ForeignKey("sync.MoodleSite", on_delete=models.CASCADE, related_name="+")
+    span_s = models.PositiveIntegerField(help_text="60 (a minute) or 3600 (an hour).")
+    bucket = models.DateTimeField(help_text="The start of the minute or hour.")
+    function = models.CharField(max_length=100)
+    outcome = models.CharField(max_length=20)
+    errorcode = models.CharField(max_length=200, blank=True)
+    http_status = models.PositiveSmallIntegerField(default=0, help_text="0 when there was no HTTP answer.")
+    calls = models.PositiveIntegerField()
+    duration_ms_sum = models.FloatField()
+    duration_ms_max = models.FloatField()
+    histogram = ArrayField(
+        models.PositiveIntegerField(), help_text="Calls per latency bucket (rollups.BOUNDS_MS)."
+    )
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "span_s", "bucket", "function", "outcome", "errorcode", "http_status"],
+                name="rollup_key",
+            )
+        ]
+        indexes = [models.Index(fields=["span_s", "bucket"], name="rollup_span_bucket")]
+
+    def __str__(self) -> str:
+        return f"{self.function} {self.outcome} x{self.calls} at {self.bucket:%Y-%m-%d %H:%M}"
 
 
 class BreakerEvent(models.Model):

@@ -4,7 +4,7 @@ import socket
 
 from celery import shared_task
 
-from . import alerts, heartbeat, rules
+from . import alerts, heartbeat, retention, rules
 from .models import Heartbeat
 
 
@@ -28,3 +28,9 @@ def evaluate_alerts() -> str:
     while steps < 5 and alerts.notify_pending():
         steps += 1
     return f"{evaluation}; {steps} notification step(s)"
+
+
+@shared_task(name="monitoring.prune_history", ignore_result=True)
+def prune_history() -> str:
+    """Every hour: history older than HISTORY_RETENTION_DAYS goes, a bounded amount at a time."""
+    return str(retention.prune())

@@ -32,6 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--error-rate", type=float, default=0.0, help="share of calls given a transient error"
     )
+    parser.add_argument(
+        "--profile",
+        choices=["flat", "moodle51"],
+        default="flat",
+        help="flat: latency-ms per call; moodle51: what a real Moodle 5.1 spends on each call (benchmarks)",
+    )
+    parser.add_argument(
+        "--langs",
+        default="en",
+        metavar="CODES",
+        help="installed language packs, comma-separated (default en)",
+    )
 
 
 if __name__ == "__main__":

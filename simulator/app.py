@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from simulator import control, phpform, xmlout
+from simulator import control, costs, phpform, xmlout
 from simulator.config import SimConfig
 from simulator.context import CallContext
 from simulator.errors import MoodleError
@@ -96,12 +96,13 @@ class SimulatorApp:
         return merged, dropped_get + dropped_post
 
     def rest(self, environ: dict) -> tuple[str, list, bytes]:
+        cpu_started = time.thread_time()
         params, dropped = self._read_params(environ)
         function = params.get("wsfunction")
         function = function if isinstance(function, str) else ""
         entry = self.stats.enter(function, dropped)
         try:
-            return self._rest_call(environ, params, function, entry)
+            return self._rest_call(environ, params, function, entry, cpu_started)
         finally:
             self.stats.leave()
 
@@ -111,7 +112,18 @@ class SimulatorApp:
             self.stats.served(entry, seconds)
             time.sleep(seconds)
 
-    def _rest_call(self, environ: dict, params: dict, function: str, entry: list) -> tuple[str, list, bytes]:
+    def _spend_calibrated(self, entry: list, cost_ms: float, cpu_started: float) -> None:
+        """A calibrated cost is what the call costs in all: the simulator's own work on it (parsing,
+        validating, looking through its users) is part of it, not added on top."""
+        if cost_ms > 0:
+            own_s = time.thread_time() - cpu_started
+            self.stats.served(entry, cost_ms / 1000.0)
+            time.sleep(max(0.0, cost_ms / 1000.0 - own_s))
+
+    def _rest_call(
+        self, environ: dict, params: dict, function: str, entry: list, cpu_started: float
+    ) -> tuple[str, list, bytes]:
+        self.faults.wait_if_held(function)
         self._spend(entry, self.faults.delay_s())
         fault = self.faults.pick(function)
         if fault in HTTP_KINDS:
@@ -128,11 +140,15 @@ class SimulatorApp:
         fmt = fmt if fmt in ("json", "xml") else "xml"
         token = params.get("wstoken")
         try:
-            result = self._execute(
+            result, args = self._execute(
                 environ, params, function, token if isinstance(token, str) else None, fault
             )
         except MoodleError as exc:
+            self._spend_calibrated(entry, costs.refused_ms(self.config.profile), cpu_started)
             return self._answer(fmt, error=exc)
+        users = len(self.state.users)
+        cost = costs.server_ms(self.config.profile, function, args, result, users)
+        self._spend_calibrated(entry, cost, cpu_started)
         returned = _users_returned(result)
         if returned and self.config.cost_per_user_ms:
             self._spend(entry, returned * self.config.cost_per_user_ms / 1000.0)
@@ -140,7 +156,8 @@ class SimulatorApp:
 
     def _execute(
         self, environ: dict, params: dict, function: str, token: str | None, fault: str | None
-    ) -> Any:
+    ) -> tuple[Any, dict]:
+        """The function's answer, and the arguments it was called with."""
         debug = self.config.debug
         wrote = False
         try:
@@ -159,7 +176,7 @@ class SimulatorApp:
                     for k, v in params.items()
                     if k not in _RESERVED and not k.startswith("moodlewssetting")
                 }
-                args = validate(spec.params, args)
+                args = validate(spec.params, args, self.config.langs)
                 if fault in DML_KINDS:
                     self.stats.injected_error(fault)
                     raise dml_error(fault)
@@ -174,7 +191,7 @@ class SimulatorApp:
                 )
                 result = spec.handler(ctx, args)
                 wrote = spec.writes
-                return result
+                return result, args
         finally:
             if token and self._count_revocation(token):
                 wrote = True

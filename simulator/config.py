@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from simulator.costs import PROFILES
 from simulator.faults import DML_KINDS, HTTP_KINDS
 
 MAINTENANCE_MODES = ("off", "admin", "cli")
@@ -36,10 +37,16 @@ class SimConfig:
     seed: int | None = None
     # Moodle's look-ups cost about 6 ms per user returned (MOODLE_FACTS "Load"); 0 keeps tests fast.
     cost_per_user_ms: float = 0
+    # "flat" spends latency_ms (+ jitter) per call; "moodle51" what a real Moodle 5.1 spends on each call
+    # (simulator/costs.py), for benchmarks whose time means real time.
+    profile: str = "flat"
+    # The language packs installed: a create or update with another lang is refused (invalidparameter).
+    langs: tuple[str, ...] = ("en",)
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["error_kinds"] = list(self.error_kinds)
+        data["langs"] = list(self.langs)
         return data
 
     def update(self, changes: dict) -> list[str]:
@@ -55,8 +62,10 @@ class SimConfig:
             raise ValueError(f"unknown error kind(s): {', '.join(sorted(bad_kinds))}")
         if "debug" in changes and changes["debug"] not in (True, False, "developer"):
             raise ValueError('debug must be true, false or "developer"')
+        if "profile" in changes and changes["profile"] not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}")
         for name, value in changes.items():
-            if name == "error_kinds":
+            if name in ("error_kinds", "langs"):
                 value = tuple(value)
             if name == "max_input_vars":
                 value = int(value)

@@ -199,6 +199,20 @@ def _inject(app: SimulatorApp, environ: dict) -> Response:
     return _json("200 OK", {"queued": data.get("kinds", []), "function": data.get("function")})
 
 
+def _hold(app: SimulatorApp, environ: dict) -> Response:
+    function = _body(environ).get("function")
+    if not function:
+        raise ControlError("400 Bad Request", "function is required")
+    app.faults.hold(function)
+    return _json("200 OK", {"held": function})
+
+
+def _release(app: SimulatorApp, environ: dict) -> Response:
+    function = _body(environ).get("function")
+    app.faults.release(function)
+    return _json("200 OK", {"released": function or "all"})
+
+
 def _post_course(app: SimulatorApp, environ: dict) -> Response:
     data = _body(environ)
     manual = bool(data.pop("manual", True))
@@ -242,6 +256,8 @@ _ROUTES = [
     (r"/stats", "GET", _get_stats),
     (r"/reset", "POST", _reset),
     (r"/inject", "POST", _inject),
+    (r"/hold", "POST", _hold),
+    (r"/release", "POST", _release),
     (r"/courses", "POST", _post_course),
     (r"/state", "GET", _get_state),
 ]

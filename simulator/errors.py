@@ -42,7 +42,7 @@ class MoodleError(Exception):
         body = {"exception": self.exception, "errorcode": self.errorcode, "message": self.message}
         if debug == "developer" and self.debuginfo:
             body["message"] = f"{self.message} ({self.debuginfo})"
-        elif debug and self.debuginfo is not None:
+        elif debug is True and self.debuginfo is not None:
             body["debuginfo"] = self.debuginfo
         return body
 

@@ -70,6 +70,26 @@ class Faults:
         self._rng = random.Random(config.seed)  # noqa: S311 - simulation, not security
         self._queue: deque[tuple[str, str | None]] = deque()
         self.degrade_started_at: float | None = time.time() if config.degrade else None
+        self._holds: dict[str, threading.Event] = {}
+
+    def hold(self, function: str) -> None:
+        """Keep calls to ``function`` at the site until released: a deterministic "call in flight"."""
+        with self._lock:
+            self._holds.setdefault(function, threading.Event())
+
+    def release(self, function: str | None = None) -> None:
+        with self._lock:
+            names = list(self._holds) if function is None else [function]
+            for name in names:
+                gate = self._holds.pop(name, None)
+                if gate is not None:
+                    gate.set()
+
+    def wait_if_held(self, function: str, limit_s: float = 60.0) -> None:
+        with self._lock:
+            gate = self._holds.get(function)
+        if gate is not None:
+            gate.wait(limit_s)  # a test that forgets to release must not hang the server for ever
 
     def degrade_changed(self) -> None:
         """Restart the ramp whenever ``degrade`` is set; forget it when it is cleared."""

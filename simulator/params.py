@@ -16,14 +16,14 @@ from simulator.errors import MoodleError, invalid_parameter
 
 REQUIRED, OPTIONAL, DEFAULT = "required", "optional", "default"
 
-INSTALLED_LANGS = {"en", "de", "es", "fr", "pl", "vi", "ar", "ja", "tr", "it", "nl", "pt_br"}
 
 _EMAIL = re.compile(
     r"^[-!#$%&'*+/0-9=?A-Z^_`a-z{|}~]+(\.[-!#$%&'*+/0-9=?A-Z^_`a-z{|}~]+)*"
     r"@[-!#$%&'*+/0-9=?A-Z^_`a-z{|}~]+\.[-!#$%&'*+./0-9=?A-Z^_`a-z{|}~]+$"
 )
 _INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
-_TAG = re.compile(r"<[^>]*>")
+# PHP's strip_tags(): any "<" not followed by white space opens a tag, which runs to ">" or to the end.
+_TAG = re.compile(r"<(?!\s)[^>]*>?")
 _PLUGIN = re.compile(r"^[a-z][a-z0-9_]*[a-z0-9]$")
 _TIMEZONE = re.compile(
     r"^(([+-]?(0?[0-9](\.[50])?|1[0-3](\.0)?|1[0-2]\.5))|(99)|[A-Za-z0-9]+(/?[A-Za-z_-])+)$"
@@ -40,7 +40,7 @@ def clean_username(value: str) -> str:
     return re.sub(r"[^-.@_a-z0-9]", "", value)
 
 
-def _clean(value: str, ptype: str) -> Any:
+def _clean(value: str, ptype: str, langs: tuple[str, ...]) -> Any:
     """Return the cleaned value Moodle would compare against what was sent."""
     if ptype == "int":
         return int(value) if _INT.match(value) else None
@@ -59,7 +59,7 @@ def _clean(value: str, ptype: str) -> Any:
     if ptype == "plugin":
         return value if _PLUGIN.match(value) and "__" not in value else ""
     if ptype == "lang":
-        return value if value in INSTALLED_LANGS else ""
+        return value if value in langs else ""  # PARAM_LANG: only an installed language pack
     if ptype == "timezone":
         return value if _TIMEZONE.match(value) else ""
     return value  # raw
@@ -92,14 +92,15 @@ class Multiple:
     default: Any = field(default=None)
 
 
-def validate(desc: Any, params: Any) -> Any:
-    """Validate and convert ``params`` (PHP-decoded form values); raises ``invalidparameter``."""
+def validate(desc: Any, params: Any, langs: tuple[str, ...] = ("en",)) -> Any:
+    """Validate and convert ``params`` (PHP-decoded form values); raises ``invalidparameter``. `langs` are
+    the site's installed language packs."""
     if isinstance(desc, Value):
-        return _validate_value(desc, params)
+        return _validate_value(desc, params, langs)
     if isinstance(desc, Multiple):
         if not isinstance(params, dict):
             raise invalid_parameter(f"Only arrays accepted. The bad value is: '{params}'")
-        return [validate(desc.content, item) for item in params.values()]
+        return [validate(desc.content, item, langs) for item in params.values()]
     if not isinstance(params, dict):
         raise invalid_parameter(f"Only arrays accepted. The bad value is: '{params}'")
     remaining = dict(params)
@@ -112,7 +113,7 @@ def validate(desc: Any, params: Any) -> Any:
                 result[key] = sub.default
             continue
         try:
-            result[key] = validate(sub, remaining.pop(key))
+            result[key] = validate(sub, remaining.pop(key), langs)
         except MoodleError as exc:
             raise invalid_parameter(f"{key} => {exc.message}: {exc.debuginfo}") from None
     if remaining:
@@ -121,12 +122,12 @@ def validate(desc: Any, params: Any) -> Any:
     return result
 
 
-def _validate_value(desc: Value, value: Any) -> Any:
+def _validate_value(desc: Value, value: Any, langs: tuple[str, ...]) -> Any:
     if isinstance(value, dict):
         raise invalid_parameter("Scalar type expected, array or object received.")
     if desc.ptype == "bool" and value in ("0", "1"):
         return value == "1"
-    cleaned = _clean(value, desc.ptype)
+    cleaned = _clean(value, desc.ptype, langs)
     if cleaned is None or str(cleaned) != value:
         raise invalid_parameter(
             f'Invalid external api parameter: the value is "{value}", '

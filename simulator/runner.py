@@ -29,6 +29,8 @@ class Options:
     jitter_ms: float = 0
     max_input_vars: int = 5000
     error_rate: float = 0.0
+    profile: str = "flat"
+    langs: str = "en"
 
 
 def build(options: Options) -> SimulatorApp:
@@ -40,6 +42,8 @@ def build(options: Options) -> SimulatorApp:
         jitter_ms=options.jitter_ms,
         max_input_vars=options.max_input_vars,
         error_rate=options.error_rate,
+        profile=options.profile,
+        langs=tuple(lang.strip() for lang in options.langs.split(",") if lang.strip()),
     )
     app = create_app(config, state_file=options.state, control=options.control)
     if options.seed_users and fresh:

@@ -26,6 +26,7 @@ class Stats:
             self.max_in_flight = self.in_flight
             self.call_starts: deque[list] = deque(maxlen=MAX_CALL_STARTS)
             self.variables_dropped = 0
+            self.server_ms_total = 0.0
 
     def enter(self, function: str, dropped: int) -> list:
         """Count a call's start; the returned entry (start, function, server ms) gets its server time."""
@@ -44,6 +45,7 @@ class Stats:
         test can assert on, instead of a wall clock that a busy machine stretches."""
         with self._lock:
             entry[2] = round(entry[2] + seconds * 1000, 3)
+            self.server_ms_total += seconds * 1000
 
     def leave(self) -> None:
         with self._lock:
@@ -63,4 +65,5 @@ class Stats:
                 "in_flight": self.in_flight,
                 "call_starts": [list(item) for item in self.call_starts],
                 "variables_dropped": self.variables_dropped,
+                "server_ms_total": round(self.server_ms_total, 1),
             }

@@ -11,7 +11,13 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from simulator.errors import access_exception, invalid_token, missing_record, moodle_exception
+from simulator.errors import (
+    access_exception,
+    invalid_parameter,
+    invalid_token,
+    missing_record,
+    moodle_exception,
+)
 from simulator.functions import FUNCTIONS, all_capabilities
 from simulator.state import SimState, new_user
 
@@ -125,7 +131,10 @@ def authenticate(
 
 
 def check_function(row: dict, function: str | None, debug: bool | str) -> None:
-    """The function must exist (else a missing record) and be in the token's service."""
+    """The function must be named (else invalidparameter), exist (else a missing record) and be in the
+    token's service."""
+    if not function:
+        raise invalid_parameter("Missing function name")
     if function not in FUNCTIONS:
         raise missing_record("external_functions", "SELECT * FROM {external_functions} WHERE name = ?", debug)
     if not row.get("service_enabled", True):

@@ -91,7 +91,8 @@ UPDATE_PARAMS = Single(
                     "password": Value("raw", OPTIONAL),
                     "firstname": Value("notags", OPTIONAL),
                     "lastname": Value("notags", OPTIONAL),
-                    "email": Value("email", OPTIONAL),
+                    # Unlike create's, update's email is any string: a bad one is a per-user warning.
+                    "email": Value("raw", OPTIONAL),
                     "idnumber": Value("raw", OPTIONAL),
                     "lang": Value("lang", OPTIONAL),
                     "calendartype": Value("plugin", OPTIONAL),

@@ -20,6 +20,7 @@ from .choices import (
     SourceKind,
     SyncStatus,
 )
+from .mapping import parse_languages
 from .models import MoodleSite, RecordEvent, SyncSource
 
 
@@ -32,8 +33,14 @@ class SiteForm(forms.ModelForm):
         model = MoodleSite
         fields = [
             "name", "slug", "base_url", "enabled", "time_zone", "max_concurrent_calls", "min_spacing_ms",
-            "calls_per_minute", "batch_size", "max_input_vars", "run_time_budget",
+            "calls_per_minute", "batch_size", "max_input_vars", "run_time_budget", "languages",
         ]  # fmt: skip
+
+    def clean_languages(self) -> str:
+        try:
+            return ",".join(parse_languages(self.cleaned_data["languages"]))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_base_url(self) -> str:
         url = self.cleaned_data["base_url"].rstrip("/")

@@ -10,6 +10,7 @@ hashes the same from one run to the next, whatever the source's column order or 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -38,6 +39,10 @@ MAX_LENGTHS = {
     "department": 255, "institution": 255, "city": 120, "lang": 30, "timezone": 100, "phone1": 20,
     "address": 255,
 }  # fmt: skip
+# Cleaned of HTML tags by Moodle (PARAM_NOTAGS, PARAM_TEXT); a value that has one is refused.
+TEXT_FIELDS = ("firstname", "lastname", "department", "institution", "city", "address", "phone1")
+# PHP's strip_tags(): any "<" not followed by white space opens a tag, which runs to ">" or to the end.
+_TAG = re.compile(r"<(?!\s)[^>]*>?")
 # Sent only when they have a value: an empty one would be refused (auth) or would replace the
 # site's default (lang, timezone) with nothing.
 _OMIT_WHEN_EMPTY = frozenset({"auth", "lang", "timezone"})
@@ -150,6 +155,16 @@ class Mapping:
     fields: dict[str, FieldSpec]
     customfields: dict[str, FieldSpec]
     extended_username_chars: bool = False
+    # A new person the source already calls suspended (they left) is not created, unless this is on:
+    # then they are created and suspended at once (Moodle's create has no suspended parameter).
+    create_suspended: bool = False
+    # The language packs installed on the site: another lang is refused here, before Moodle refuses the
+    # whole call for it. Empty means the site does not say, and any well-formed code passes.
+    languages: frozenset[str] = frozenset()
+
+    def for_site(self, languages: list[str]) -> Mapping:
+        """This mapping, checking languages against the ones a site has installed."""
+        return dataclasses.replace(self, languages=frozenset(languages))
 
     def describe(self) -> list[tuple[str, str]]:
         """Each Moodle field with where its value comes from, in words: the site page shows it."""
@@ -161,7 +176,7 @@ class Mapping:
         """Validate a mapping config (see sync/sources/README.md) and build the mapping."""
         if not isinstance(config, dict):
             raise MappingConfigError("mapping config must be a JSON object")
-        known = {"match_key", "auth", "fields", "customfields", "extended_username_chars"}
+        known = {"match_key", "auth", "fields", "customfields", "extended_username_chars", "create_suspended"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise MappingConfigError(
@@ -178,6 +193,9 @@ class Mapping:
         extended = config.get("extended_username_chars", False)
         if not isinstance(extended, bool):
             raise MappingConfigError("mapping: 'extended_username_chars' must be true or false")
+        create_suspended = config.get("create_suspended", False)
+        if not isinstance(create_suspended, bool):
+            raise MappingConfigError("mapping: 'create_suspended' must be true or false")
         raw_fields = config.get("fields")
         if not isinstance(raw_fields, dict):
             raise MappingConfigError("mapping: 'fields' must be an object of Moodle field -> column")
@@ -209,7 +227,7 @@ class Mapping:
                     f"mapping: 'customfields.{shortname}' is not a valid profile field shortname"
                 )
             customfields[shortname] = _field_spec(spec, f"customfields.{shortname}")
-        return cls(match_key, auth, fields, customfields, extended)
+        return cls(match_key, auth, fields, customfields, extended, create_suspended)
 
     def apply(self, record: SourceRecord) -> MappedRecord | RecordProblem:
         """Map, normalise and validate one record; a problem is returned, never raised."""
@@ -265,6 +283,17 @@ class Mapping:
         return RecordProblem(record.external_id, record.origin, field, f"{who}: {message}")
 
 
+def parse_languages(text: str) -> list[str]:
+    """The codes in a comma-separated list of language packs, in order; ValueError names a malformed one."""
+    codes = [code.strip().lower() for code in text.split(",") if code.strip()]
+    bad = next((code for code in codes if not _LANG.match(code)), None)
+    if bad is not None:
+        raise ValueError(f'"{_short(bad)}" is not a Moodle language code (like "en" or "pt_br")')
+    if not codes:
+        raise ValueError('name at least one language pack (every Moodle has "en")')
+    return list(dict.fromkeys(codes))
+
+
 def payload_hash(payload: dict[str, Any]) -> str:
     """sha256 over a canonical JSON of the payload: key order and formatting never change it."""
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -272,9 +301,15 @@ def payload_hash(payload: dict[str, Any]) -> str:
 
 
 def payload_for_create(mapped: MappedRecord) -> dict[str, Any]:
-    """The user for `core_user_create_users`: every mapped value, without empty optional ones
-    (nothing to set, and Moodle's defaults apply). The password choice is the engine's."""
-    payload = {key: value for key, value in mapped.payload.items() if value != "" and key != "customfields"}
+    """The user for `core_user_create_users`: every mapped value, without empty optional ones (nothing
+    to set, and Moodle's defaults apply) and without suspended, which create does not take (Moodle
+    refuses the whole call for it; a suspension is an update after the create). The password choice is
+    the engine's."""
+    payload = {
+        key: value
+        for key, value in mapped.payload.items()
+        if value != "" and key not in ("customfields", "suspended")
+    }
     customfields = [item for item in mapped.payload.get("customfields", []) if item["value"] != ""]
     if customfields:
         payload["customfields"] = customfields
@@ -395,10 +430,34 @@ def _check_country(value: str, _mapping: Mapping) -> str:
     return code
 
 
-def _check_lang(value: str, _mapping: Mapping) -> str:
+def _check_lang(value: str, mapping: Mapping) -> str:
     if value and not _LANG.match(value):
         raise _Invalid("lang", f'lang "{_short(value)}" is not a Moodle language code (like "en" or "pt_br")')
+    if value and mapping.languages and value not in mapping.languages:
+        installed = ", ".join(sorted(mapping.languages))
+        raise _Invalid(
+            "lang",
+            f'lang "{_short(value)}" is not a language pack installed on the site (installed: {installed}); '
+            "Moodle would refuse the person. Install the pack in Moodle and add it to the site's languages, "
+            "or fix the source",
+        )
     return value
+
+
+def _check_no_tags(field: str) -> Callable[[str, Mapping], str]:
+    """Moodle cleans names, department, institution, city and address of HTML tags, and refuses the whole
+    call when cleaning changes a value: refuse the person here, naming the field."""
+
+    def check(value: str, _mapping: Mapping) -> str:
+        tag = _TAG.search(value)
+        if tag:
+            raise _Invalid(
+                field,
+                f'{field} "{_short(value)}" contains an HTML tag ({tag.group(0)}), which Moodle refuses',
+            )
+        return value
+
+    return check
 
 
 def _check_timezone(value: str, _mapping: Mapping) -> str:
@@ -416,6 +475,7 @@ def _check_auth(value: str, _mapping: Mapping) -> str:
 
 
 _CHECKS: dict[str, Callable[[str, Mapping], Any]] = {
+    **{name: _check_no_tags(name) for name in TEXT_FIELDS},
     "username": _check_username,
     "email": _check_email,
     "suspended": _check_suspended,

@@ -30,6 +30,7 @@ from .choices import (
     SyncStatus,
     TokenStatus,
 )
+from .mapping import Mapping
 from .moodle.limits import DEFAULT_LIMITS
 
 
@@ -40,7 +41,7 @@ def default_auto_apply() -> list[str]:
 class MoodleSite(models.Model):
     """A Moodle instance the hub keeps in step, with the limits that keep it gentle on that instance.
 
-    The call budget's defaults come from the client seam (sync.moodle.limits); batches of 200 people.
+    The call budget's defaults come from the client seam (sync.moodle.limits); batches of 2,000 people.
     """
 
     slug = models.SlugField(unique=True, help_text="Short name used in commands and URLs.")
@@ -59,7 +60,16 @@ class MoodleSite(models.Model):
         default=DEFAULT_LIMITS.calls_per_minute, validators=[MinValueValidator(1)]
     )
     batch_size = models.PositiveIntegerField(
-        default=200, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+        default=2000,
+        validators=[MinValueValidator(1), MaxValueValidator(5000)],
+        help_text="People per batch: looked up together and committed together. The write calls inside a "
+        "batch are sized from max_input_vars and the time Moodle takes per user.",
+    )
+    languages = models.CharField(
+        max_length=500,
+        default="en",
+        help_text="Language packs installed on the Moodle site, comma-separated (e.g. en,de,fr): a person "
+        "whose lang is not one of them is refused before anything is sent, as Moodle would refuse them.",
     )
     max_input_vars = models.PositiveIntegerField(
         default=DEFAULT_LIMITS.max_input_vars,
@@ -110,6 +120,14 @@ class MoodleSite(models.Model):
 
     def active_token(self) -> "ServiceToken | None":
         return self.tokens.filter(status=TokenStatus.ACTIVE).first()
+
+    @property
+    def language_list(self) -> list[str]:
+        return [code.strip().lower() for code in self.languages.split(",") if code.strip()]
+
+    def mapping(self) -> Mapping:
+        """The site's source mapping, checking languages against the packs the site has installed."""
+        return Mapping.from_config(self.source.mapping).for_site(self.language_list)
 
 
 class ServiceToken(models.Model):

@@ -8,16 +8,35 @@ from urllib.parse import urlencode
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from .filters import FilterForm
 
 PAGE_SIZE = 50
+COUNT_CAP = 10_000
+
+
+class CappedPaginator(Paginator):
+    """Counts rows only up to COUNT_CAP. An exact count reads every matching row, which with a million
+    records costs more than the page itself; nobody pages through 200 pages, they narrow the filter. Past
+    the cap the page says "more than 10,000" and offers the first 200 pages."""
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        if hasattr(rows, "order_by"):
+            return rows.order_by()[: COUNT_CAP + 1].count()
+        return len(rows)
+
+    @property
+    def capped(self) -> bool:
+        return self.count > COUNT_CAP
 
 
 def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE) -> tuple[Page, str]:
     """The requested page, and the querystring without `page` for the page links."""
-    page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
+    page = CappedPaginator(queryset, per_page).get_page(request.GET.get("page"))
     params = request.GET.copy()
     params.pop("page", None)
     return page, params.urlencode()

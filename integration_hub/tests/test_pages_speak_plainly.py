@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from integration_hub.demo import DEMO_LANGUAGES
 from integration_hub.testing import HUB_TOKEN, simulated_moodle
 from monitoring import rules
 from monitoring.heartbeat import probe_site
@@ -37,7 +38,7 @@ def run(site, moodle, kind, **options):
 
 @pytest.fixture
 def troubled_demo(clean_redis, hub_admin):
-    moodle = simulated_moodle(seed=7)
+    moodle = simulated_moodle(seed=7, langs=tuple(DEMO_LANGUAGES.split(",")))
     seed(moodle.app.state, 300)
     site = MoodleSite.objects.create(
         slug="demo",
@@ -45,7 +46,8 @@ def troubled_demo(clean_redis, hub_admin):
         base_url="http://moodle.test",
         min_spacing_ms=0,
         calls_per_minute=100_000,
-        max_concurrent_calls=4,
+        max_concurrent_calls=1,  # one create at a time, so the proxy's 502s all land on the first group
+        languages=DEMO_LANGUAGES,
     )
     token = ServiceToken(site=site, label="demo", status=TokenStatus.ACTIVE)
     token.set_token(HUB_TOKEN)
@@ -58,7 +60,7 @@ def troubled_demo(clean_redis, hub_admin):
         removed_policy=RemovedPolicy.SUSPEND,
     )
     probe_site(site, transport=moodle.transport)
-    # A proxy in front of Moodle answers one batch's create with its HTML 502 page, every retry.
+    # A proxy in front of Moodle answers one create with its HTML 502 page, every retry.
     moodle.control("POST", "inject", {"kinds": ["502"] * 4, "function": "core_user_create_users"})
     bootstrap = run(site, moodle, RunKind.BOOTSTRAP)
     assert bootstrap.status == RunStatus.PROBLEMS and bootstrap.dead_lettered > 100

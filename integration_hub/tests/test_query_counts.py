@@ -37,6 +37,7 @@ from sync.models import (
     SyncRecord,
     SyncRun,
 )
+from web import pages as web_pages
 
 pytestmark = pytest.mark.django_db
 
@@ -221,3 +222,20 @@ def test_no_page_asks_the_database_once_per_row(client, hub_admin, site, clean_r
     many = query_counts(client, urls)
     grew = {name: (few[name], many[name]) for name in urls if many[name] != few[name]}
     assert not grew, f"queries at 10 rows vs 1,000: {grew}"
+
+
+def test_a_long_list_counts_only_up_to_the_cap_and_says_so(client, operator, site, monkeypatch):
+    """An exact count of a million rows costs more than the page: past the cap the page says "more than"
+    and its count query stops at the cap."""
+    monkeypatch.setattr(web_pages, "COUNT_CAP", 5)
+    SyncRecord.objects.bulk_create(SyncRecord(site=site, external_id=f"E{n}") for n in range(8))
+    client.force_login(operator)
+    with CaptureQueriesContext(connection) as ctx:
+        text = client.get(reverse("sync:record_list")).text
+    assert "More than 5 records · page 1" in text and " of 2" not in text
+    counts = [
+        q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"] and "sync_syncrecord" in q["sql"]
+    ]
+    assert counts and all("LIMIT 6" in sql for sql in counts)
+    SyncRecord.objects.filter(external_id__in=["E0", "E1", "E2"]).delete()
+    assert "5 records" in client.get(reverse("sync:record_list")).text

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integration_hub.testing import HUB_TOKEN
+from integration_hub.testing import HUB_TOKEN, log_call
 from monitoring import metrics, prometheus
-from monitoring.models import Alert, CallLog, Heartbeat, ProbeResult
+from monitoring.models import Alert, Heartbeat, ProbeResult
 from monitoring.worker_liveness import worker_key
 from sync.choices import DeadLetterStatus, RunKind, RunStatus, TokenStatus
 from sync.models import DeadLetter, ServiceToken, SyncRecord, SyncRun
@@ -24,16 +24,7 @@ LINE = re.compile(
 def _call(
     site, outcome="ok", *, at=None, ms=100.0, function="core_user_update_users", errorcode="", run=None
 ):
-    return CallLog.objects.create(
-        site=site,
-        run=run,
-        function=function,
-        outcome=outcome,
-        errorcode=errorcode,
-        duration_ms=ms,
-        started_at=at or timezone.now(),
-        http_status=200,
-    )
+    return log_call(site, outcome, run=run, at=at, ms=ms, function=function, errorcode=errorcode)
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -92,7 +83,7 @@ def test_the_series_has_every_bucket_with_counts_by_category_and_latency_percent
     busy = [p for p in points if p["total"]]
     assert len(busy) == 1
     assert busy[0]["ok"] == 5 and busy[0]["categories"]["transient"] == 1
-    assert busy[0]["p50"] == pytest.approx(350) and busy[0]["p90"] > 1000
+    assert busy[0]["p50"] == pytest.approx(350, rel=0.2) and busy[0]["p90"] > 1000  # from histograms
     assert all(p["p90"] is None for p in points if not p["total"])
     assert metrics.window("bogus").name == "1h" and metrics.window("7d").bucket_s == 7200
 

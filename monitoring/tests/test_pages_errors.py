@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from integration_hub.testing import HUB_TOKEN
+from integration_hub.testing import HUB_TOKEN, log_call
 from monitoring.heartbeat import probe_site
 from monitoring.models import CallLog
 from sync.choices import RunKind, RunStatus
@@ -18,14 +18,14 @@ from sync.run import engine
 
 
 def _call(site, outcome="ok", *, run=None, function="core_user_create_users", errorcode="", minutes_ago=5):
-    return CallLog.objects.create(
-        site=site,
+    return log_call(
+        site,
+        outcome,
         run=run,
         function=function,
-        outcome=outcome,
         errorcode=errorcode,
-        duration_ms=120.0,
-        started_at=timezone.now() - timedelta(minutes=minutes_ago),
+        ms=120.0,
+        at=timezone.now() - timedelta(minutes=minutes_ago),
         http_status=503 if outcome == "transient" else 200,
         message=f"{function}: {outcome}" if outcome != "ok" else "",
     )

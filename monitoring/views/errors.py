@@ -24,11 +24,11 @@ def errors(request):
     win = metrics.window(request.GET.get("window"))
     site = MoodleSite.objects.filter(slug=request.GET.get("site") or "").first()
     since = win.since()
-    rates = metrics.category_rates(since, site=site)
+    rates = metrics.category_rates(since, site=site, span_s=win.rollup_s)
     base = {"window": win.name, **({"site": site.slug} if site else {})}
     for row in rates["rows"]:
         row["query"] = urlencode({**base, "category": row["category"]})
-    codes = metrics.by_errorcode(since, site=site)
+    codes = metrics.by_errorcode(since, site=site, span_s=win.rollup_s)
     for row in codes:
         row["query"] = urlencode(
             {
@@ -37,7 +37,7 @@ def errors(request):
                 **({"errorcode": row["errorcode"]} if row["errorcode"] else {}),
             }
         )
-    functions = metrics.by_function(since, site=site)
+    functions = metrics.by_function(since, site=site, span_s=win.rollup_s)
     for row in functions:
         row["query"] = urlencode({**base, "category": ERRORS, "function": row["function"]})
     tz = _zone(site.time_zone) if site else None

@@ -379,3 +379,37 @@ def test_php_fatal_is_http_200_with_html(plain: Site) -> None:
     response = plain.raw("core_user_get_users", criteria=[{"key": "id", "value": "2"}])
     assert response.status_code == 200
     assert response.text.startswith("<br />\n<b>Fatal error</b>")
+
+
+def test_developer_debugging_never_sends_an_empty_debuginfo(make_site: Callable[..., Site]) -> None:
+    site = make_site(debug="developer")
+    body = site.call("core_user_get_users_by_field", field="nosuchfield", values=["x"])
+    assert body["errorcode"] == "codingerror"
+    assert "debuginfo" not in body
+
+
+def test_a_request_without_wsfunction_is_an_invalid_parameter(plain: Site) -> None:
+    for pairs in ([("wstoken", TOKEN)], [("wstoken", TOKEN), ("wsfunction", "")]):
+        response = plain.post([*pairs, ("moodlewsrestformat", "json")])
+        assert response.json()["errorcode"] == "invalidparameter"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("department", "R&D <Research>"), ("city", "Grade <3"), ("institution", "<b>Uni</b>")],
+)
+def test_a_text_field_with_a_tag_fails_the_whole_create(plain: Site, field: str, value: str) -> None:
+    (ann,) = _users(username="ann", email="ann@example.org")["users"]
+    (bob,) = _users()["users"]
+    body = plain.call("core_user_create_users", users=[ann, {**bob, field: value}])
+    assert body["errorcode"] == "invalidparameter"
+    assert plain.call("core_user_get_users_by_field", field="username", values=["ann"]) == []
+    # "<" before a space opens no tag, and ">" alone is kept: nothing changes, so Moodle takes it.
+    created = plain.call("core_user_create_users", users=[{**bob, field: "R&D > 3 < 4"}])
+    assert created[0]["username"] == "bob", created
+
+
+def test_a_lang_the_site_lacks_fails_the_create(make_site: Callable[..., Site]) -> None:
+    site = make_site(langs=("en", "de"))
+    assert site.call("core_user_create_users", **_users(lang="fr"))["errorcode"] == "invalidparameter"
+    assert site.call("core_user_create_users", **_users(lang="de"))[0]["username"] == "bob"

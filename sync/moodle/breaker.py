@@ -4,6 +4,13 @@ A Moodle under load answers slowly for 30-60 s before it starts failing, so the 
 either a high transient/maintenance error rate or a high p90 latency over a rolling window.
 While open, calls fail fast. After a cool-down exactly one process (``SET NX``) probes the site
 with ``core_webservice_get_site_info``; success closes the breaker, failure opens it again.
+
+Latency is judged against the work a call carries: a create of 300 users takes seconds on a healthy
+Moodle by design, a site info taking seconds does not. Each call's latency evidence is what it took
+beyond ``per_item_ms`` for each item it sent, so only slowness the size of the call does not explain
+counts. Evidence is dated by when the call *started*: a call stuck for a minute that finishes after
+Moodle recovered says nothing about the present, and has already left the window. And one slow call
+is not a sick site: at least ``min_slow_calls`` slow ones are needed.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ class BreakerConfig:
     error_rate: float = 0.5
     latency_p90_ms: float | None = 3000.0
     min_latency_calls: int = 5
+    min_slow_calls: int = 3  # slow samples in the window before latency may open it
+    per_item_ms: float = 25.0  # what each item a call carries may add to its latency
     cooldown_s: float = 30.0
     probe_lease_s: float = 60.0  # a probing process that dies frees the probe after this
     enabled: bool = True
@@ -171,18 +180,23 @@ class Breaker:
             pipe.execute()
             self._notify(HALF_OPEN, OPEN, reason or "probe failed")
 
-    def record(self, *, failed: bool, duration_ms: float) -> None:
+    def record(
+        self, *, failed: bool, duration_ms: float, items: int = 0, started_at: float | None = None
+    ) -> None:
         """Add one finished call to the window; open the breaker if the window says so.
 
         ``failed`` is True only for transient and maintenance outcomes: an answer that says our
-        request was wrong proves the site is up.
+        request was wrong proves the site is up. ``items`` is the call's size of work; ``started_at``
+        dates the evidence (default: now).
         """
         if not self.config.enabled:
             return
         now = self._clock()
-        member = f"{now:.6f}:{uuid.uuid4().hex[:8]}:{duration_ms:.1f}:{int(failed)}"
+        started = now - duration_ms / 1000 if started_at is None else started_at
+        excess = duration_ms - self.config.per_item_ms * items
+        member = f"{started:.6f}:{uuid.uuid4().hex[:8]}:{excess:.1f}:{int(failed)}"
         pipe = self._redis.pipeline()
-        pipe.zadd(self._calls_key, {member: now})
+        pipe.zadd(self._calls_key, {member: started})
         pipe.zremrangebyscore(self._calls_key, "-inf", now - self.config.window_s)
         pipe.pexpire(self._calls_key, int(self.config.window_s * 1000) + 1000)
         pipe.zrange(self._calls_key, 0, -1)
@@ -206,8 +220,10 @@ class Breaker:
             return f"error rate {errors}/{calls} ({errors / calls:.0%}) in {c.window_s:g} s"
         if c.latency_p90_ms is not None and calls >= c.min_latency_calls:
             slow = p90(durations)
-            if slow is not None and slow > c.latency_p90_ms:
-                return f"p90 latency {slow:.0f} ms > {c.latency_p90_ms:g} ms over {calls} calls"
+            how_many = sum(1 for d in durations if d > c.latency_p90_ms)
+            if slow is not None and slow > c.latency_p90_ms and how_many >= c.min_slow_calls:
+                beyond = f" (after {c.per_item_ms:g} ms per item sent)" if c.per_item_ms else ""
+                return f"p90 latency {slow:.0f} ms > {c.latency_p90_ms:g} ms over {calls} calls{beyond}"
         return None
 
     def state(self) -> BreakerState:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -119,6 +121,12 @@ class UpdateResult:
         return not self.failures
 
 
+BLIND_LOOKUPS = (
+    "looking up the service user returned no email: look-ups would be silently empty (missing "
+    "capabilities such as moodle/user:viewdetails)"
+)
+
+
 @dataclass(frozen=True)
 class Preflight:
     """Whether the token can do a run: its functions, and proof that look-ups are not blind."""
@@ -131,12 +139,29 @@ class Preflight:
     userid: int | None = None
     functions: list[str] = field(default_factory=list)
     missing_functions: list[str] = field(default_factory=list)
-    can_see_users: bool = False
+    can_see_users: bool | None = False  # None: not checked here (the run's first look-up proves it)
     problems: list[str] = field(default_factory=list)
     error_category: str | None = None
 
 
 CallCallback = Callable[[CallRecord], None]
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one request came back with: an HTTP answer, or the transport's failure."""
+
+    started_at: datetime
+    duration_ms: float
+    response: httpx.Response | None = None
+    failure: Exception | None = None
+
+
+def _items(function: str, params: Mapping[str, Any]) -> int:
+    """How many list items a request carries (users to create, values to look up): its size of work."""
+    list_param = SPLIT_PARAM.get(function)
+    items = params.get(list_param) if list_param else None
+    return len(items) if isinstance(items, Sequence) and not isinstance(items, str | bytes) else 0
 
 
 class MoodleClient:
@@ -167,6 +192,12 @@ class MoodleClient:
         self._sleep = sleep
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._functions: frozenset[str] | None = None
+        # While a side-by-side round is out: set when any call shows the run must stop (auth, config), so
+        # no further call of the round, nor one made beside it, is sent.
+        self._round_halt: threading.Event | None = None
+        # Released once per request of the round as it goes out (or is refused), so that the caller's
+        # own calls beside the round wait until the round's first wave is at the site.
+        self._round_started: threading.Semaphore | None = None
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             transport=transport,
@@ -233,15 +264,10 @@ class MoodleClient:
         return self.breaker.state() if self.breaker else None
 
     def _call_with_retry(self, function: str, params: dict[str, Any]) -> Any:
-        for attempt in range(1, self.retry.attempts + 1):
-            self._pass_breaker()
-            result, error, _ = self._attempt(function, params, attempt)
-            if error is None:
-                return result
-            if not error.retryable or attempt == self.retry.attempts:
-                raise error
-            self._sleep(self.retry.delay(attempt, self._rng))
-        raise AssertionError("unreachable")  # pragma: no cover
+        result, error = self._retry_from(function, params, 1)
+        if error is not None:
+            raise error
+        return result
 
     def _settle_missing_record(self, error: MoodleError) -> None:
         """Tell "no such function" (config) from "no such record" (data) for a missing-record error.
@@ -291,47 +317,204 @@ class MoodleClient:
         self, function: str, params: Mapping[str, Any], attempt: int, *, count_in_breaker: bool = True
     ) -> tuple[Any, MoodleError | None, float]:
         """One request: throttled, timed, classified, recorded. Returns (result, error, ms)."""
+        return self._settle(function, params, attempt, self._send(function, params), count_in_breaker)
+
+    def _send(
+        self, function: str, params: Mapping[str, Any], on_start: Callable[[], None] | None = None
+    ) -> _Sent:
+        """The request itself, within a throttle slot: nothing here touches the database, so it may run in
+        a worker thread while the calling thread keeps the bookkeeping."""
         form = [
             ("wstoken", self._token),
             ("wsfunction", function),
             ("moodlewsrestformat", "json"),
             *flatten(params),
         ]
-        body = urlencode(form)
-        result: Any = None
-        error: MoodleError | None = None
+        body = urlencode(form).encode()
         with self.throttle.slot():
+            halt = self._round_halt
+            if halt is not None and halt.is_set():
+                raise errors.NotSent(f"{function} was not sent: the run must stop")
             started_at = datetime.now(UTC)
+            if on_start is not None:
+                on_start()
             t0 = time.perf_counter()
             try:
                 response = self._http.post(
                     ENDPOINT,
-                    content=body.encode(),
+                    content=body,
                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
                 )
-                result, error = self._interpret(function, response)
-            except httpx.TimeoutException as exc:
-                what = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
-                error = MoodleError(
-                    errors.TRANSIENT,
-                    f"the hub could not {what} Moodle in time (a timeout)",
-                    function=function,
-                    raw=type(exc).__name__,
-                )
+                return _Sent(started_at, (time.perf_counter() - t0) * 1000, response=response)
             except httpx.TransportError as exc:
-                error = MoodleError(
-                    errors.TRANSIENT,
-                    "the connection to Moodle failed (refused, reset or no route)",
-                    function=function,
-                    raw=f"{type(exc).__name__}: {scrub(str(exc), self._token)}",
-                )
-            duration_ms = (time.perf_counter() - t0) * 1000
+                return _Sent(started_at, (time.perf_counter() - t0) * 1000, failure=exc)
+
+    def _settle(
+        self, function: str, params: Mapping[str, Any], attempt: int, sent: _Sent, count_in_breaker: bool
+    ) -> tuple[Any, MoodleError | None, float]:
+        """Classify what came back, feed the breaker and the audit hook."""
+        result: Any = None
+        if sent.response is not None:
+            result, error = self._interpret(function, sent.response)
+        elif isinstance(sent.failure, httpx.TimeoutException):
+            what = "connect to" if isinstance(sent.failure, httpx.ConnectTimeout) else "get an answer from"
+            error = MoodleError(
+                errors.TRANSIENT,
+                f"the hub could not {what} Moodle in time (a timeout)",
+                function=function,
+                raw=type(sent.failure).__name__,
+            )
+        else:
+            error = MoodleError(
+                errors.TRANSIENT,
+                "the connection to Moodle failed (refused, reset or no route)",
+                function=function,
+                raw=f"{type(sent.failure).__name__}: {scrub(str(sent.failure), self._token)}",
+            )
         if error is not None:
             self._settle_missing_record(error)
+            if error.stops_run and self._round_halt is not None:
+                self._round_halt.set()
         if self.breaker is not None and count_in_breaker:
-            self.breaker.record(failed=error is not None and error.retryable, duration_ms=duration_ms)
-        self._report(function, params, attempt, started_at, duration_ms, error)
-        return result, error, duration_ms
+            self.breaker.record(
+                failed=error is not None and error.retryable,
+                duration_ms=sent.duration_ms,
+                items=_items(function, params),
+                started_at=sent.started_at.timestamp(),
+            )
+        self._report(function, params, attempt, sent.started_at, sent.duration_ms, error)
+        return result, error, sent.duration_ms
+
+    def call_side_by_side(
+        self,
+        wsfunction: str,
+        param_sets: Sequence[Mapping[str, Any]],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> list[Any]:
+        """Independent calls of one function sent side by side, as many at a time as the site allows.
+
+        Each answer is the call's result, or the ``MoodleError`` it ended with (after its retries), or the
+        ``BreakerOpen`` / ``ThrottleTimeout`` that stopped its retries; a failure's ``partial`` holds what
+        the parts of a split call that went through returned. ``meanwhile`` runs in the calling thread while
+        the requests are out (its own calls share the site's throttle with them). The
+        requests run in worker threads; everything else (classification, the breaker, the audit hook, the
+        retries) happens in the calling thread, in order.
+        """
+        requests = [
+            (index, chunk)
+            for index, params in enumerate(param_sets)
+            for chunk in split_params(
+                params, SPLIT_PARAM.get(wsfunction), self.limits.max_input_vars, function=wsfunction
+            )
+        ]
+        self._round_halt = threading.Event()
+        self._round_started = threading.Semaphore(0)
+        try:
+            if self.limits.max_concurrent <= 1:
+                answers = [self._answer_or_error(wsfunction, params) for params in param_sets]
+                if meanwhile is not None:
+                    meanwhile()  # one connection: nothing can go beside the calls, so it goes after them
+                return answers
+            self._pass_breaker()
+            with ThreadPoolExecutor(max_workers=self.limits.max_concurrent) as pool:
+                futures = [pool.submit(self._send_or_refusal, wsfunction, chunk) for _, chunk in requests]
+                problem: BaseException | None = None
+                # The round's first wave goes out before the caller's own calls take a slot.
+                for _ in range(min(len(futures), self.limits.max_concurrent)):
+                    self._round_started.acquire(timeout=self.limits.max_wait_s)
+                if meanwhile is not None:
+                    # The caller's own calls (look-ups ahead) go through the same throttle, in this thread,
+                    # while these are at the site. Whatever it raises waits until these are settled.
+                    try:
+                        meanwhile()
+                    except BaseException as exc:
+                        problem = exc
+                sent = [future.result() for future in futures]
+            return self._settle_round(wsfunction, param_sets, requests, sent, problem)
+        finally:
+            self._round_halt = None
+            self._round_started = None
+
+    def _settle_round(
+        self,
+        wsfunction: str,
+        param_sets: Sequence[Mapping[str, Any]],
+        requests: list[tuple[int, dict[str, Any]]],
+        sent: list[Any],
+        problem: BaseException | None,
+    ) -> list[Any]:
+        """Every request that went out is settled, in order, in the calling thread."""
+        parts: dict[int, list[Any]] = {index: [] for index in range(len(param_sets))}
+        failures: dict[int, SeamError] = {}
+        for (index, chunk), outcome in zip(requests, sent, strict=True):
+            # Whatever happened to its neighbours: a create that Moodle did must never be forgotten because
+            # the breaker opened on another one.
+            if isinstance(outcome, SeamError):
+                failures.setdefault(index, outcome)
+                continue
+            result, error, _ = self._settle(wsfunction, chunk, 1, outcome, True)
+            if error is not None and error.retryable and self.retry.attempts > 1:
+                try:
+                    self._sleep(self.retry.delay(1, self._rng))
+                    result, error = self._retry_from(wsfunction, chunk, 2)
+                except (errors.BreakerOpen, errors.ThrottleTimeout, errors.NotSent) as refusal:
+                    failures.setdefault(index, refusal)
+                    continue
+            if error is not None:
+                failures.setdefault(index, error)
+            else:
+                parts[index].append(result)
+        answers: list[Any] = []
+        for index in range(len(param_sets)):
+            if index in failures:
+                failure = failures[index]
+                if parts[index]:
+                    failure.partial = _merge(parts[index])
+                answers.append(failure)
+            else:
+                answers.append(_merge(parts[index]) if parts[index] else None)
+        if problem is not None:
+            raise problem
+        return answers
+
+    def _send_or_refusal(self, function: str, params: Mapping[str, Any]) -> _Sent | SeamError:
+        """`_send` in a worker thread: a throttle that gives no slot, or a halted round, is this request's
+        answer, not an exception that would lose what the other threads sent. An answer that stops the run
+        halts the round at once, before this thread takes its next request."""
+        started = self._round_started
+        on_start = started.release if started is not None else None
+        try:
+            sent = self._send(function, params, on_start)
+        except (errors.ThrottleTimeout, errors.NotSent) as refusal:
+            if on_start is not None:
+                on_start()  # decided, if not sent: nobody waits for it
+            return refusal
+        if sent.response is not None and self._round_halt is not None:
+            _, error = self._interpret(function, sent.response)
+            if error is not None and error.stops_run:
+                self._round_halt.set()
+        return sent
+
+    def _answer_or_error(self, wsfunction: str, params: Mapping[str, Any]) -> Any:
+        try:
+            return self.call(wsfunction, **params)
+        except (MoodleError, errors.BreakerOpen, errors.ThrottleTimeout, errors.NotSent) as error:
+            return error  # an answer like the others: the calls before it must not be lost with it
+
+    def _retry_from(
+        self, function: str, params: dict[str, Any], first: int
+    ) -> tuple[Any, MoodleError | None]:
+        """Attempts `first`, `first + 1`, ... of one request: retried while the failure is transient."""
+        error: MoodleError | None = None
+        for attempt in range(first, self.retry.attempts + 1):
+            self._pass_breaker()
+            result, error, _ = self._attempt(function, params, attempt)
+            if error is None:
+                return result, None
+            if not error.retryable or attempt == self.retry.attempts:
+                break
+            self._sleep(self.retry.delay(attempt, self._rng))
+        return None, error
 
     def _interpret(self, function: str, response: httpx.Response) -> tuple[Any, MoodleError | None]:
         status = response.status_code
@@ -387,8 +570,6 @@ class MoodleClient:
         duration_ms: float,
         error: MoodleError | None,
     ) -> None:
-        list_param = SPLIT_PARAM.get(function)
-        items = params.get(list_param) if list_param else None
         record = CallRecord(
             site=self.site,
             function=function,
@@ -402,7 +583,7 @@ class MoodleClient:
             started_at=started_at,
             message=str(error) if error else "",
             raw=(error.raw or "") if error else "",
-            items=len(items) if isinstance(items, Sequence) else 0,
+            items=_items(function, params),
         )
         if error is None:
             logger.debug("Moodle %s %s ok in %.0f ms", self.site, function, duration_ms)
@@ -453,6 +634,15 @@ class MoodleClient:
         if not users:
             return []
         return self.call("core_user_create_users", users=list(users)) or []
+
+    def create_users_side_by_side(
+        self, groups: Sequence[Sequence[Mapping[str, Any]]], meanwhile: Callable[[], None] | None = None
+    ) -> list[Any]:
+        """Several independent creates at once: each group's created users, or what stopped it (see
+        `call_side_by_side`)."""
+        params = [{"users": list(g)} for g in groups]
+        answers = self.call_side_by_side("core_user_create_users", params, meanwhile)
+        return [a if isinstance(a, SeamError) else (a or []) for a in answers]
 
     def update_users(self, users: Sequence[Mapping[str, Any]]) -> UpdateResult:
         """Update users (each needs ``id``); Moodle's warnings come back as per-user failures."""
@@ -544,11 +734,15 @@ class MoodleClient:
         answer = self.call("core_course_get_courses_by_field", **params) or {}
         return answer.get("courses", [])
 
-    def preflight(self, needed_functions: Iterable[str] = HUB_FUNCTIONS) -> Preflight:
+    def preflight(
+        self, needed_functions: Iterable[str] = HUB_FUNCTIONS, *, prove_lookups: bool = True
+    ) -> Preflight:
         """Check before a run that the token works, has every needed function and can see users.
 
         A token without the capability to view users gets ``[]`` from look-ups instead of an
-        error, so the service user looks itself up by id and its email must come back.
+        error, so the service user looks itself up by id and its email must come back. With
+        ``prove_lookups=False`` that look-up is left to the caller, who makes it ride on its own first
+        look-up (see sync.run.batch.LookupProof) and saves the call.
         Problems with the token or the site's set-up are reported in the answer; a site that is
         only unavailable for now (transient, maintenance, breaker open, no throttle slot) raises,
         so the caller can wait and try again rather than blame the token.
@@ -563,19 +757,18 @@ class MoodleClient:
         missing = [f for f in needed_functions if f not in (self._functions or ())]
         problems = [f"token lacks {', '.join(missing)}"] if missing else []
         userid = info.get("userid")
-        can_see = False
+        can_see: bool | None = False
         category = None
         if "core_user_get_users_by_field" not in functions:
             problems.append("cannot look users up without core_user_get_users_by_field")
+        elif not prove_lookups:
+            can_see = None
         else:
             try:
                 found = self.get_users_by_field("id", [userid])
                 can_see = bool(found) and bool(found[0].get("email"))
                 if not can_see:
-                    problems.append(
-                        "looking up the service user by id returned no email: look-ups would be "
-                        "silently empty (missing capabilities such as moodle/user:viewdetails)"
-                    )
+                    problems.append(BLIND_LOOKUPS)
             except MoodleError as exc:
                 if exc.retryable:
                     raise

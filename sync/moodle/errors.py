@@ -38,6 +38,9 @@ _MAINTENANCE_TEXT = re.compile(r"maintenance", re.I)
 class SeamError(Exception):
     """Base of everything this package raises, so a caller can catch the seam as a whole."""
 
+    # What a call split in parts got done before it failed (see MoodleClient.call_side_by_side).
+    partial: Any = None
+
 
 class RequestTooLarge(SeamError, ValueError):
     """A single item (or the fixed parameters) cannot fit under the site's ``max_input_vars``."""
@@ -45,6 +48,11 @@ class RequestTooLarge(SeamError, ValueError):
 
 class ThrottleTimeout(SeamError):
     """The shared throttle did not grant a slot within ``max_wait_s``."""
+
+
+class NotSent(SeamError):
+    """A call of a side-by-side round that was never sent: another call of the round (or one made beside
+    it) showed the run must stop (the token was refused), and nothing more may reach Moodle."""
 
 
 class BreakerOpen(SeamError):

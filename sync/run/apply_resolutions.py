@@ -41,7 +41,6 @@ from ..choices import (
     ResolutionStatus,
     SyncStatus,
 )
-from ..mapping import Mapping
 from ..models import Conflict, Discrepancy, RecordEvent, Resolution, RunEvent, SyncRecord, SyncRun
 from ..moodle import errors
 from ..moodle.errors import MoodleError
@@ -70,8 +69,7 @@ class Outcome:
 
 
 def apply_approved(executor: RunContext, client: MoodleClient) -> None:
-    mapping = Mapping.from_config(executor.site.source.mapping)
-    processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth)
+    processor = executor.batch_processor(client)
     applier = Applier(executor, client, processor)
     applier.refuse_past_the_guard()
     applied_any = False

@@ -12,8 +12,8 @@ debuginfo), so they are found before writing, from the look-ups.
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,19 +24,33 @@ from ..models import SyncRecord
 from ..moodle import errors
 from ..moodle.client import MoodleClient
 from ..moodle.errors import MoodleError
+from .sizing import CallSizer
+from .view import BlindLookups, LookupProof, LookUps, View, Why, is_deleted, resolve_targets, summary
 
-# Moodle's delete_user() keeps the row but replaces the email with an md5 hash.
-_DELETED_EMAIL = re.compile(r"^[0-9a-f]{32}$")
+logger = logging.getLogger(__name__)
+
+CREATE_FUNCTION = "core_user_create_users"
+# People sent alone before a refused group is halved: if all are refused the same way, the run stops.
+STORM_PROBES = 5
+# Fields looked at first when naming what refused people have in common.
+TELLING_FIELDS = ("lang", "auth", "suspended", "country", "timezone", "city", "department", "institution")
 
 
-def is_deleted(user: dict[str, Any]) -> bool:
-    return bool(user.get("deleted")) or bool(_DELETED_EMAIL.match(str(user.get("email") or "")))
-
-
-def summary(user: dict[str, Any]) -> dict[str, Any]:
-    """What a conflict row keeps of a Moodle user: enough to recognise them, nothing more."""
-    keys = ("id", "username", "email", "firstname", "lastname", "idnumber", "auth", "suspended")
-    return {key: user.get(key) for key in keys if key in user}
+def common_value(refused: list[SyncRecord], accepted: list[dict[str, Any]]) -> tuple[str, Any] | None:
+    """A field and value every refused person shares and nobody Moodle accepted has: the likely cause."""
+    if not refused:
+        return None
+    first = refused[0].payload
+    fields = [f for f in TELLING_FIELDS if f in first] + sorted(set(first) - set(TELLING_FIELDS))
+    for name in fields:
+        value = first.get(name)
+        if name in ("username", "email", "idnumber", "firstname", "lastname", "customfields"):
+            continue
+        if all(r.payload.get(name) == value for r in refused) and not any(
+            a.get(name) == value for a in accepted
+        ):
+            return name, value
+    return None
 
 
 @dataclass
@@ -65,8 +79,24 @@ class Interrupted(Exception):
         super().__init__(str(cause))
 
 
+class StormStop(Exception):
+    """Moodle refused every person sent alone, the same way: sending the rest one by one would only hammer
+    it. `common` names what the refused people share (a field and its value), if anything."""
+
+    def __init__(self, errorcode: str, refused: list[SyncRecord], common: tuple[str, Any] | None) -> None:
+        self.errorcode = errorcode
+        self.refused = refused
+        self.common = common
+        super().__init__(f"{len(refused)} people sent alone were all refused ({errorcode})")
+
+
 class BatchProcessor:
-    """Takes one batch of pending records through Moodle; `process` returns a Result per external id."""
+    """Takes one batch of pending records through Moodle; `process` returns a Result per external id.
+
+    One processor lasts a run: it keeps what the run learnt (Moodle's time per user, people refused
+    alone) from batch to batch. While a batch's creates are at Moodle, the next batch's look-ups go out
+    beside them (`upcoming`); that view is brought up to date with what this batch wrote before the next
+    batch decides anything from it."""
 
     def __init__(
         self,
@@ -75,66 +105,82 @@ class BatchProcessor:
         match_key: str = "idnumber",
         auth: str = "manual",
         dry_run: bool = False,
+        create_suspended: bool = False,
+        target_call_ms: float = 2000.0,
+        proof: LookupProof | None = None,
     ) -> None:
         self.client = client
         self.match_key = match_key
         self.auth = auth
         self.dry_run = dry_run  # look up and decide, but write nothing
+        self.create_suspended = create_suspended
+        self.lookups = LookUps(client, match_key, self._match_value, proof)
+        self.sizer = CallSizer(client.limits.max_input_vars, target_call_ms, client.limits.max_concurrent)
+        self.lone_refusals: list[tuple[SyncRecord, str]] = []  # people refused alone, with the errorcode
+        self.lone_success = False
+        self.created_payloads: list[dict[str, Any]] = []  # a sample of what Moodle accepted, for StormStop
+        self.ahead: View | None = None  # the next batch's view, looked up beside this batch's creates
+        self._upcoming: list[SyncRecord] = []
+        self._written: list[dict[str, Any]] = []  # users this batch created or changed, as Moodle has them
+        self._before: dict[int, dict[str, Any]] = {}  # the users this batch updates, as they were
 
-    def process(self, records: list[SyncRecord]) -> dict[str, Result]:
+    def process(
+        self, records: list[SyncRecord], upcoming: list[SyncRecord] | None = None
+    ) -> dict[str, Result]:
+        """One batch; `upcoming` is the batch expected next, whose look-ups may go out meanwhile."""
         results: dict[str, Result] = {}
+        self._upcoming = list(upcoming or [])
+        self._written, self._before = [], {}
+        self._stop: MoodleError | None = None  # a refusal that stops the run, seen beside the creates
         try:
-            self._process(records, results)
-        except (MoodleError, errors.BreakerOpen, errors.ThrottleTimeout) as exc:
+            view = self._view_for(records)
+            self._process(records, view, results)
+        except BlindLookups as exc:
+            self.ahead = None
+            raise Interrupted(exc, {}) from exc  # nothing decided from blind answers may be kept
+        except (MoodleError, errors.BreakerOpen, errors.ThrottleTimeout, StormStop) as exc:
+            self.ahead = None  # the run waits or stops: by the time it goes on, that view is old
             raise Interrupted(exc, results) from exc
+        if self.ahead is not None:
+            self.ahead.overlay(self._written)
         return results
+
+    def _view_for(self, records: list[SyncRecord]) -> View:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.external_ids == frozenset(r.external_id for r in records):
+            return ahead
+        return self.lookups.view(records)
+
+    def _look_ahead(self) -> None:
+        """The next batch's look-ups, made while this batch's creates are at Moodle. A failure here costs
+        nothing: the next batch looks up for itself."""
+        if not self._upcoming:
+            return
+        try:
+            self.ahead = self.lookups.view(self._upcoming)
+        except (errors.SeamError, BlindLookups) as exc:
+            self.ahead = None
+            if isinstance(exc, MoodleError) and exc.stops_run:
+                self._stop = exc  # the token was refused: this batch stops too, once its creates are settled
+            else:
+                logger.info("look-ups ahead of the next batch failed; it will look up for itself: %s", exc)
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def _process(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
+    def _process(self, records: list[SyncRecord], view: View, results: dict[str, Result]) -> None:
         upserts = [r for r in records if r.pending_action == PendingAction.UPSERT]
         suspends = [r for r in records if r.pending_action == PendingAction.SUSPEND]
-        by_id = self._users_by_id({r.moodle_id for r in records if r.moodle_id})
-        matches = self._users_by_match([r for r in upserts if not r.moodle_id])
-
-        targets: dict[str, dict[str, Any] | None] = {}
-        for record in upserts:
-            if record.moodle_id:
-                user = by_id.get(record.moodle_id)
-                if user is None or is_deleted(user):
-                    results[record.external_id] = Result(
-                        SyncStatus.CONFLICT,
-                        "update",
-                        function="core_user_get_users_by_field",
-                        conflict_kind=ConflictKind.LINKED_USER_GONE,
-                        their_users=[summary(user)] if user else [],
-                        message=f"the linked Moodle user {record.moodle_id} is deleted or missing",
-                    )
-                    continue
-                targets[record.external_id] = user
-                continue
-            found = [u for u in matches.get(self._match_value(record), []) if not is_deleted(u)]
-            if len(found) > 1:
-                ids = ", ".join(str(u["id"]) for u in found)
-                results[record.external_id] = Result(
-                    SyncStatus.CONFLICT,
-                    "link",
-                    function="core_user_get_users_by_field",
-                    conflict_kind=ConflictKind.DUPLICATE_MATCH,
-                    their_users=[summary(u) for u in found],
-                    message=f"{len(found)} Moodle users match {self.match_key} "
-                    f"{self._match_value(record)}: {ids}",
-                )
-                continue
-            targets[record.external_id] = found[0] if found else None
+        targets, held = resolve_targets(upserts, view, self._match_value)
+        by_external_id = {r.external_id: r for r in upserts}
+        for external_id, why in held.items():
+            results[external_id] = self._held_result(by_external_id[external_id], why)
 
         pending = [r for r in upserts if r.external_id in targets]
-        holders_by_username, holders_by_email = self._holders(pending, targets)
         creates: list[SyncRecord] = []
         updates: list[tuple[SyncRecord, dict[str, Any], str]] = []
         for record in pending:
             target = targets[record.external_id]
-            if conflict := self._conflict(record, target, holders_by_username, holders_by_email):
+            if conflict := self._conflict(record, target, view.by_username, view.by_email):
                 results[record.external_id] = conflict
             elif target is None:
                 creates.append(record)
@@ -142,6 +188,7 @@ class BatchProcessor:
                 change = self._update_for(record, target)
                 linked_now = not record.moodle_id
                 if change:
+                    self._before[int(target["id"])] = target
                     updates.append((record, change, "link" if linked_now else "update"))
                 else:
                     results[record.external_id] = Result(
@@ -155,7 +202,7 @@ class BatchProcessor:
         creates = self._drop_batch_duplicates(creates, results)
 
         for record in suspends:
-            user = by_id.get(record.moodle_id)
+            user = view.by_id.get(record.moodle_id)
             if user is None or is_deleted(user) or user.get("suspended"):
                 results[record.external_id] = Result(
                     SyncStatus.OK,
@@ -165,47 +212,39 @@ class BatchProcessor:
                     message="already suspended or gone in Moodle",
                 )
             else:
+                self._before[int(user["id"])] = user
                 updates.append((record, {"id": record.moodle_id, "suspended": 1}, "suspend"))
 
+        if creates or updates:
+            self.lookups.prove_before_writing()
         self._create(creates, results)
         self._update(updates, results)
 
-    def _users_by_id(self, ids: set[int]) -> dict[int, dict[str, Any]]:
-        users = self.client.get_users_by_field("id", sorted(ids)) if ids else []
-        return {int(u["id"]): u for u in users}
+    def _held_result(self, record: SyncRecord, why: Why) -> Result:
+        if why.kind == "gone":
+            return Result(
+                SyncStatus.CONFLICT,
+                "update",
+                function="core_user_get_users_by_field",
+                conflict_kind=ConflictKind.LINKED_USER_GONE,
+                their_users=[summary(u) for u in why.users],
+                message=f"the linked Moodle user {record.moodle_id} is deleted or missing",
+            )
+        ids = ", ".join(str(u["id"]) for u in why.users)
+        return Result(
+            SyncStatus.CONFLICT,
+            "link",
+            function="core_user_get_users_by_field",
+            conflict_kind=ConflictKind.DUPLICATE_MATCH,
+            their_users=[summary(u) for u in why.users],
+            message=f"{len(why.users)} Moodle users match {self.match_key} "
+            f"{self._match_value(record)}: {ids}",
+        )
 
     def _match_value(self, record: SyncRecord) -> str:
         if self.match_key == "idnumber":
             return record.external_id
         return str(record.payload.get(self.match_key, ""))
-
-    def _users_by_match(self, records: list[SyncRecord]) -> dict[str, list[dict[str, Any]]]:
-        values = sorted({self._match_value(r) for r in records} - {""})
-        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for user in self.client.get_users_by_field(self.match_key, values) if values else []:
-            grouped[str(user.get(self.match_key, ""))].append(user)
-        return grouped
-
-    def _holders(
-        self, records: list[SyncRecord], targets: dict[str, dict[str, Any] | None]
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-        """The Moodle users holding the usernames and emails these records are about to take."""
-        usernames, emails = set(), set()
-        for record in records:
-            target = targets[record.external_id] or {}
-            username, email = record.payload.get("username", ""), record.payload.get("email", "")
-            if username and username != target.get("username"):
-                usernames.add(username)
-            if email and email.lower() != str(target.get("email", "")).lower():
-                emails.add(email)
-        by_username = {
-            str(u["username"]): u
-            for u in (self.client.get_users_by_field("username", sorted(usernames)) if usernames else [])
-        }
-        by_email: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for user in self.client.get_users_by_field("email", sorted(emails)) if emails else []:
-            by_email[str(user.get("email", "")).lower()].append(user)
-        return by_username, by_email
 
     def _conflict(
         self,
@@ -290,19 +329,101 @@ class BatchProcessor:
         return payload
 
     def _create(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
+        """New people: those the source says have left are not created (unless the mapping says to create
+        them suspended); the rest go in groups sized for the site, side by side."""
+        records = self._hold_leavers(records, results)
         if not records:
             return
         if self.dry_run:
             for record in records:
-                results[record.external_id] = Result(SyncStatus.OK, "create", message="would create")
+                then = " and suspend" if record.payload.get("suspended") == 1 else ""
+                results[record.external_id] = Result(SyncStatus.OK, "create", message=f"would create{then}")
+            return
+        groups = self.sizer.groups(records, self._create_payload(records[0]))
+        started = time.monotonic()
+        payloads = [[self._create_payload(r) for r in group] for group in groups]
+        answers = self.client.create_users_side_by_side(payloads, meanwhile=self._look_ahead)
+        side_by_side = min(len(groups), self.sizer.concurrency)
+        self.sizer.observe(len(records), (time.monotonic() - started) * 1000, side_by_side)
+        stop: errors.SeamError | None = None
+        for group, answer in zip(groups, answers, strict=True):
+            if not isinstance(answer, errors.SeamError):
+                self._take_created(group, answer, results)
+                continue
+            left = self._take_created(group, answer.partial or [], results)
+            if isinstance(answer, MoodleError) and answer.stops_run:
+                self._stop = self._stop or answer
+            elif not isinstance(answer, MoodleError) or answer.category == errors.MAINTENANCE:
+                stop = stop or answer  # the whole run waits: what is left stays pending
+            elif answer.category in (errors.CLIENT_FAULT, errors.CONFLICT) and len(left) > 1:
+                self._isolate_refused(left, results)
+            else:
+                self._write_failed(left, answer, results, CREATE_FUNCTION, self._create_group)
+        stop = self._stop or stop  # a refused token outranks a wait (and explains any call not sent)
+        if stop is not None:
+            raise stop
+        self._suspend_after_create(records, results)
+
+    def _hold_leavers(self, records: list[SyncRecord], results: dict[str, Result]) -> list[SyncRecord]:
+        """Someone who left before they ever had an account is not created: there is nothing to suspend."""
+        if self.create_suspended:
+            return records
+        kept = []
+        for record in records:
+            if record.payload.get("suspended") == 1:
+                results[record.external_id] = Result(
+                    SyncStatus.OK,
+                    "not_created",
+                    message="not created: the source says this person has left (suspended)",
+                )
+            else:
+                kept.append(record)
+        return kept
+
+    def _suspend_after_create(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
+        """Created people the source calls suspended: Moodle's create cannot suspend, an update does."""
+        items = [
+            (record, {"id": results[record.external_id].moodle_id, "suspended": 1}, "create")
+            for record in records
+            if record.payload.get("suspended") == 1
+            and record.external_id in results
+            and results[record.external_id].status == SyncStatus.OK
+            and results[record.external_id].moodle_id
+        ]
+        self._update(items, results)
+
+    def _create_group(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
+        """One create call; a refusal is isolated by halves (the old, patient way)."""
+        if not records:
             return
         try:
             answers = self.client.create_users([self._create_payload(r) for r in records])
         except MoodleError as error:
             records = self._take_created(records, error.partial or [], results)
-            self._write_failed(records, error, results, "core_user_create_users", self._create)
+            self._write_failed(records, error, results, CREATE_FUNCTION, self._create_group)
             return
         self._take_created(records, answers, results)
+
+    def _isolate_refused(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
+        """A group Moodle refused as a whole: send the first few people alone before halving the rest. If
+        every one of them is refused the same way, it is not one bad person but the data or the site
+        (a lang the site lacks, a field create does not take): stop instead of trying each one."""
+        while records and not self.lone_success and len(self.lone_refusals) < STORM_PROBES:
+            first, records = records[0], records[1:]
+            self._create_group([first], results)
+        if records:
+            self._create_group(records, results)
+
+    def _note_lone_outcome(self, record: SyncRecord, result: Result, error: MoodleError | None) -> None:
+        """Bookkeeping of people sent alone, for the storm check."""
+        if error is None or result.status == SyncStatus.CONFLICT:
+            self.lone_success = True
+            return
+        self.lone_refusals.append((record, error.errorcode or error.category))
+        codes = {code for _, code in self.lone_refusals}
+        if not self.lone_success and len(self.lone_refusals) >= STORM_PROBES and len(codes) == 1:
+            refused = [r for r, _ in self.lone_refusals]
+            raise StormStop(codes.pop(), refused, common_value(refused, self.created_payloads))
 
     def _take_created(
         self, records: list[SyncRecord], answers: list[dict[str, Any]], results
@@ -316,8 +437,13 @@ class BatchProcessor:
                 left.append(record)
             else:
                 results[record.external_id] = Result(
-                    SyncStatus.OK, "create", moodle_id=moodle_id, function="core_user_create_users"
+                    SyncStatus.OK, "create", moodle_id=moodle_id, function=CREATE_FUNCTION
                 )
+                self._written.append({**record.payload, "idnumber": record.external_id, "id": moodle_id})
+                if len(self.created_payloads) < 200:
+                    self.created_payloads.append(record.payload)
+        if len(records) == 1 and not left:
+            self.lone_success = True
         return left
 
     def _update(
@@ -351,6 +477,7 @@ class BatchProcessor:
                     function=function,
                     suspended_by_hub=True if action == "suspend" else None,
                 )
+                self._written.append({**self._before.get(moodle_id, {}), **change})
                 continue
             text = f"{failure.warningcode}: {failure.message}"
             kind = {"useremailduplicate": ConflictKind.EMAIL_TAKEN}.get(failure.warningcode, "")
@@ -397,7 +524,10 @@ class BatchProcessor:
         item = items[0]
         record = item if isinstance(item, SyncRecord) else item[0]
         action = "create" if isinstance(item, SyncRecord) else item[2]
-        results[record.external_id] = self._single_failure(record, error, function, action)
+        result = self._single_failure(record, error, function, action)
+        results[record.external_id] = result
+        if action == "create":
+            self._note_lone_outcome(record, result, error)
 
     def _dead_letter(
         self, record: SyncRecord, error: MoodleError, function: str, payload: dict[str, Any] | None

@@ -55,6 +55,9 @@ class RunContext(Protocol):
     def run_batch(self, processor: BatchProcessor, batch: list[SyncRecord]) -> dict[str, Result]:
         """One batch of records through Moodle and committed; the results by external id."""
 
+    def batch_processor(self, client: MoodleClient, *, dry_run: bool = False) -> BatchProcessor:
+        """The processor a phase sends records through: it lasts the run."""
+
     def work(self, client: MoodleClient) -> None:
         """Send the site's pending records until none is left."""
 

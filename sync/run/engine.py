@@ -40,7 +40,6 @@ from monitoring.models import CallLog
 
 from ..choices import RunControl, RunKind, RunStatus, SyncStatus
 from ..dispatch import send_run
-from ..mapping import Mapping
 from ..models import RunEvent, SyncRecord, SyncRun
 from ..moodle import errors
 from ..moodle.client import SYNC_FUNCTIONS, MoodleClient, Preflight
@@ -48,13 +47,14 @@ from ..moodle.errors import MoodleError
 from ..sources import open_source
 from ..sources.base import SourceConfigError, SourceError
 from .apply_resolutions import apply_approved
-from .batch import BatchProcessor, Interrupted, Result
+from .batch import BatchProcessor, Interrupted, Result, StormStop
 from .connect import NoActiveToken, client_for, shared_redis
 from .context import RunStopped
 from .locks import LockLost, RunLock
 from .planning import Planner
 from .reconcile import Reconciler
 from .state import commit_batch, tally
+from .view import BlindLookups, LookupProof
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class RunExecutor:
         self.sleep = sleep
         self.deadline = time.monotonic() + self.site.run_time_budget.total_seconds()
         self.lock: RunLock | None = None
+        self.proof: LookupProof | None = None  # set by the pre-flight when a look-up must carry it
 
     # -- the whole run -----------------------------------------------------------------------------
 
@@ -235,29 +236,39 @@ class RunExecutor:
         config = dict(source_config.config)
         if self.run.source_file:
             config["path"] = self.run.source_file
-        return open_source({"kind": source_config.kind, **config}), Mapping.from_config(source_config.mapping)
+        return open_source({"kind": source_config.kind, **config}), self.site.mapping()
 
     def work(self, client: MoodleClient) -> None:
-        """Send the site's pending records, batch by batch, until none is left."""
-        mapping = Mapping.from_config(self.site.source.mapping)
-        processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth)
-        while True:
+        """Send the site's pending records, batch by batch, until none is left. The batch after the
+        current one is read ahead, so its look-ups can go out beside the current batch's creates."""
+        processor = self.batch_processor(client)
+        batch = self._pending_batch()
+        while batch:
             self.check_control()
-            batch = list(
-                SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).order_by("pk")[
-                    : self.site.batch_size
-                ]
-            )
-            if not batch:
-                return
-            self.run_batch(processor, batch)
+            upcoming = self._pending_batch(after=batch[-1].pk)
+            self.run_batch(processor, batch, upcoming)
+            # Normally what was read ahead is what is pending now; if not (records left pending by an
+            # interruption), read again.
+            batch = upcoming if self._pending_ids() == [r.pk for r in upcoming] else self._pending_batch()
 
-    def run_batch(self, processor: BatchProcessor, batch: list[SyncRecord]) -> dict[str, Result]:
+    def _pending(self, after: int = 0):
+        pending = SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING, pk__gt=after)
+        return pending.order_by("pk")[: self.site.batch_size]
+
+    def _pending_batch(self, after: int = 0) -> list[SyncRecord]:
+        return list(self._pending(after))
+
+    def _pending_ids(self) -> list[int]:
+        return list(self._pending().values_list("pk", flat=True))
+
+    def run_batch(
+        self, processor: BatchProcessor, batch: list[SyncRecord], upcoming: list[SyncRecord] | None = None
+    ) -> dict[str, Result]:
         """One batch through Moodle and committed, waiting out interruptions; the results by external id."""
         done: dict[str, Result] = {}
         while True:
             try:
-                results = processor.process(batch)
+                results = processor.process(batch, upcoming)
             except Interrupted as stop:
                 commit_batch(self.run, batch, stop.results, self.lock)
                 done.update(stop.results)
@@ -293,7 +304,24 @@ class RunExecutor:
         if isinstance(cause, errors.ThrottleTimeout):
             self.wait(5, "the site's call budget is in use by other runs")
             return
+        if isinstance(cause, StormStop):
+            raise self._storm_failure(cause)
+        if isinstance(cause, BlindLookups):
+            raise self._config_failure(str(cause))
         raise cause  # a client fault outside a write: a bug or a misconfiguration, not data
+
+    def batch_processor(self, client: MoodleClient, *, dry_run: bool = False) -> BatchProcessor:
+        """The run's batch processor: it lasts the run, learning Moodle's pace as it goes."""
+        mapping = self.site.mapping()
+        return BatchProcessor(
+            client,
+            match_key=mapping.match_key,
+            auth=mapping.auth,
+            dry_run=dry_run,
+            create_suspended=mapping.create_suspended,
+            target_call_ms=settings.MOODLE_TARGET_CALL_MS,
+            proof=self.proof,
+        )
 
     def patiently(self, call: Callable):
         """A read-only call (pre-flight, dry-run look-ups) that waits out the breaker and maintenance."""
@@ -338,8 +366,13 @@ class RunExecutor:
     # -- phases -----------------------------------------------------------------------------------
 
     def _preflight(self, client: MoodleClient) -> Preflight:
-        check = self.patiently(lambda: client.preflight(SYNC_FUNCTIONS))
+        # A reconciliation reads absences from a listing; every other run proves its look-ups with its first
+        # one that acts on an absence (LookupProof), which saves the pre-flight's own look-up.
+        prove = self.run.kind in (RunKind.RECONCILE, RunKind.RESOLUTION)
+        check = self.patiently(lambda: client.preflight(SYNC_FUNCTIONS, prove_lookups=prove))
         if check.ok:
+            if check.can_see_users is None and check.userid:
+                self.proof = LookupProof(int(check.userid), check.username)
             return check
         problems = "; ".join(check.problems) or "the pre-flight check failed"
         if check.error_category == errors.AUTH:
@@ -388,7 +421,7 @@ class RunExecutor:
     def _dry_run(self, client: MoodleClient) -> None:
         source, mapping = self.source_and_mapping()
         planner = Planner(self.run, mapping, bootstrap=self.run.kind == RunKind.BOOTSTRAP, persist=False)
-        processor = BatchProcessor(client, match_key=mapping.match_key, auth=mapping.auth, dry_run=True)
+        processor = self.batch_processor(client, dry_run=True)
         totals: Counter = Counter()
         examples: dict[str, list[str]] = {}
 
@@ -465,13 +498,40 @@ class RunExecutor:
         )
         raise RunStopped(RunStatus.ABORTED, reason, errors.AUTH)
 
-    def _config_failure(self, problem: str) -> RunStopped:
+    def _storm_failure(self, storm: StormStop) -> RunStopped:
+        """Every person sent alone was refused the same way: say what they share, stop, alert once."""
+        refused = len(storm.refused)
+        if storm.common is not None:
+            field, value = storm.common
+            more = SyncRecord.objects.filter(
+                site=self.site, sync_status=SyncStatus.PENDING, **{f"payload__{field}": value}
+            ).count()
+            shared = f"all {refused} carry {field}={value}" + (
+                f", as do {more:,} more people waiting to be sent" if more else ""
+            )
+        else:
+            shared = "they have no value in common that the people Moodle accepted lack"
+        problem = (
+            f"Moodle refused each of the {refused} people sent alone ({storm.errorcode}); {shared}. The run "
+            "stopped instead of trying every one: fix the source, the mapping or the site's settings (its "
+            "languages, for a lang), then start a new run, which reads the source again"
+        )
+        for record in storm.refused:
+            SyncRecord.objects.filter(pk=record.pk).update(
+                sync_status=SyncStatus.ERROR, error_category="client_fault", error_message=problem[:2000]
+            )
+        return self._config_failure(
+            problem, f"{self.site.name}: Moodle refuses the people sent, each the same way"
+        )
+
+    def _config_failure(self, problem: str, title: str = "") -> RunStopped:
+        advice = "" if title else " Add the missing functions to the external service in Moodle, then resume."
         raise_alert(
             config_key(self.site.slug),
             kind=AlertKind.CONFIG,
             site=self.site,
             run=self.run,
-            title=f"{self.site.name}: the Moodle service is not set up for the hub",
-            detail=f"{problem}. Add the missing functions to the external service in Moodle, then resume.",
+            title=title or f"{self.site.name}: the Moodle service is not set up for the hub",
+            detail=f"{problem}.{advice}",
         )
         return RunStopped(RunStatus.ABORTED, problem, errors.CONFIG)

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from .. import guard
+from ..bulk import insert_rows, update_rows
 from ..choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
@@ -133,8 +134,8 @@ class Planner:
             (changed if record.pk else new).append(record)
         if self.persist:
             with transaction.atomic():
-                SyncRecord.objects.bulk_create(new, batch_size=500)
-                SyncRecord.objects.bulk_update(changed, STAGED_FIELDS, batch_size=500)
+                insert_rows(SyncRecord, new)
+                update_rows(SyncRecord, changed, STAGED_FIELDS)
                 RunEvent.objects.bulk_create(events)
         return [r for r in new + changed if r.sync_status == SyncStatus.PENDING]
 
@@ -215,9 +216,7 @@ class Planner:
             record.last_run = self.run
             self.counts.example("suspend", f"{_label(record)} ({record.username}) left the source")
         if self.persist:
-            SyncRecord.objects.bulk_update(
-                records, ["sync_status", "pending_action", "last_run"], batch_size=500
-            )
+            update_rows(SyncRecord, records, ["sync_status", "pending_action", "last_run"])
         return records
 
     def _hold_back(self, gone: list[int], verdict: guard.BlastRadius) -> None:

@@ -30,6 +30,7 @@ from monitoring.alerts import raise_alert, resolve_alert
 from monitoring.kinds import AlertKind, blast_radius_key
 
 from .. import guard
+from ..bulk import insert_rows, update_rows
 from ..choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
@@ -40,9 +41,9 @@ from ..choices import (
 )
 from ..mapping import MappedRecord, RecordProblem, payload_for_update
 from ..models import Discrepancy, Resolution, RunEvent, SyncRecord, SyncRun
-from .batch import is_deleted, summary
 from .context import RunStopped
 from .planning import STAGED_FIELDS, chunked, mark_pending
+from .view import is_deleted, summary
 
 if TYPE_CHECKING:
     from ..moodle.client import MoodleClient
@@ -194,6 +195,8 @@ class Reconciler:
             return self._differences(person, record, candidates[0])
         if record is not None and record.sync_status == SyncStatus.ERROR:
             return None  # the sync already reports why this person is not in Moodle
+        if person.payload.get("suspended") == 1 and not self.mapping.create_suspended:
+            return None  # left before they ever had an account: the sync does not create them
         return self._new(
             DiscrepancyKind.MISSING_IN_MOODLE,
             person,
@@ -263,8 +266,8 @@ class Reconciler:
             record = record or SyncRecord(site=self.site, external_id=person.external_id)
             mark_pending(record, person, self.run)
             (changed if record.pk else new).append(record)
-        SyncRecord.objects.bulk_create(new, batch_size=500)
-        SyncRecord.objects.bulk_update(changed, STAGED_FIELDS, batch_size=500)
+        insert_rows(SyncRecord, new)
+        update_rows(SyncRecord, changed, STAGED_FIELDS)
 
     def _attach_records(self, found: list[Discrepancy], people: dict[str, MappedRecord]) -> None:
         """Every source person's discrepancy points at a record. One the hub has never seen gets one, held

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from monitoring.models import CallLog
 
+from ..bulk import insert_rows, update_rows
 from ..choices import ConflictStatus, DeadLetterStatus, PendingAction, ResolutionStatus, SyncStatus
 from ..models import Conflict, DeadLetter, RecordEvent, Resolution, SyncRecord, SyncRun
 from .batch import Result
@@ -23,7 +24,13 @@ _RECORD_FIELDS = [
 _OPEN_DEAD_LETTER = [DeadLetterStatus.OPEN, DeadLetterStatus.RETRYING]
 
 # How each successful action counts on the run.
-_ACTION_COUNTER = {"create": "created", "update": "updated", "link": "updated", "suspend": "suspended"}
+_ACTION_COUNTER = {
+    "create": "created",
+    "update": "updated",
+    "link": "updated",
+    "suspend": "suspended",
+    "not_created": "skipped",  # new, but already gone from the source's point of view
+}
 
 
 def tally(results: dict[str, Result]) -> Counter:
@@ -95,8 +102,8 @@ def commit_batch(
     with transaction.atomic():
         if lock is not None:
             lock.ensure_owned()
-        SyncRecord.objects.bulk_update(touched, _RECORD_FIELDS, batch_size=500)
-        RecordEvent.objects.bulk_create(events, batch_size=500)
+        update_rows(SyncRecord, touched, _RECORD_FIELDS)
+        insert_rows(RecordEvent, events)
         _save_conflicts(run, by_id, results, now)
         _save_dead_letters(run, by_id, results, now)
         if ok_records:

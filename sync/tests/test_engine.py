@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from integration_hub.testing import person, write_csv
+from integration_hub.testing import HUB_TOKEN, person, write_csv
 from monitoring.models import Alert, CallLog
 from sync.choices import (
     ConflictKind,
@@ -186,8 +186,10 @@ def test_existing_user_with_the_idnumber_is_linked_not_created(sync_site, moodle
 def test_bad_records_are_isolated_and_the_rest_written(sync_site, moodle, people_csv):
     rows = [person(n) for n in range(1, 31)]
     rows[4]["mail"] = "not-an-email"  # refused by our own validation: never sent
-    rows[7]["lang"] = "xx"  # well-formed, but no such language pack: only Moodle knows, and refuses
+    rows[7]["lang"] = "xx"  # the site's settings say xx is installed, but Moodle has no such pack
     write_csv(people_csv, rows)
+    sync_site.languages = "en,xx"
+    sync_site.save()
     run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
     assert run.status == RunStatus.PROBLEMS  # it left conflicts or errors behind
     people = moodle.people()
@@ -201,13 +203,32 @@ def test_bad_records_are_isolated_and_the_rest_written(sync_site, moodle, people
         "Moodle refused record E00008" in refused.error_message
         and "invalidparameter" in refused.error_message
     )
-    # The batch of 10 holding E00008 was split in halves down to it: 1 + 2 + 2 + 2 create calls for
-    # that batch (plus one email check), against 1 for each clean batch.
+    # The first batch (9 people after E00005) failed as a whole; its first person went alone (created),
+    # then the other 8 were split in halves down to E00008: 1 + 1 + (1 + 2 + 2 + 2) create calls (and one
+    # email check), against 1 for each clean batch.
     creates = CallLog.objects.filter(run=run, function="core_user_create_users").count()
-    assert creates == 2 + 1 + 2 + 2 + 2
+    assert creates == 2 + 1 + 1 + 1 + 2 + 2 + 2
+
+
+def test_a_lang_the_site_does_not_have_is_refused_before_sending_naming_the_field(
+    sync_site, moodle, people_csv
+):
+    rows = [person(n) for n in range(1, 31)]
+    rows[7]["lang"] = "fr"
+    write_csv(people_csv, rows)
+    run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
+    refused = SyncRecord.objects.get(external_id="E00008")
+    assert refused.error_category == "validation"
+    assert 'lang "fr" is not a language pack installed on the site (installed: en)' in refused.error_message
+    # Never sent, so no batch was split over it: one create call per batch.
+    assert CallLog.objects.filter(run=run, function="core_user_create_users").count() == 3
 
 
 def test_token_revoked_mid_run_aborts_with_no_call_after_the_auth_error(sync_site, moodle):
+    # One connection, so every call has a single "after"; side by side, the calls already out when the
+    # refusal comes back may be refused too (tests/moodle/test_side_by_side.py bounds them).
+    sync_site.max_concurrent_calls = 1
+    sync_site.save()
     moodle.control("POST", "config", {"revoke_after": {"token": "hub-token-0123456789abcdef", "calls": 8}})
     run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
     assert run.status == RunStatus.ABORTED
@@ -299,3 +320,29 @@ def test_cancelling_a_run_a_worker_just_claimed_asks_the_worker(sync_site, opera
     runs.cancel(stale_view, operator)
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING and run.control == RunControl.CANCEL
+
+
+def test_a_token_that_cannot_see_users_stops_the_run_before_any_write(sync_site, moodle):
+    # Without moodle/user:viewdetails every look-up answers [] instead of an error: all would look new.
+    from simulator.functions import all_capabilities
+
+    blind = [c for c in all_capabilities() if not c.startswith("moodle/user:view")]
+    moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser", "capabilities": blind})
+    run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
+    assert run.status == RunStatus.ABORTED and run.stop_category == "config"
+    assert "look-ups would be silently empty" in run.abort_reason
+    assert moodle.write_calls() == 0
+    assert statuses(sync_site) == {SyncStatus.PENDING: 30}  # nothing decided from blind answers is kept
+    assert Alert.objects.filter(site=sync_site, kind="config").count() == 1
+
+
+def test_the_look_up_proof_rides_on_the_first_batch_and_costs_no_call(sync_site, moodle):
+    run = run_sync(sync_site, moodle, RunKind.BOOTSTRAP)
+    assert run.status == RunStatus.SUCCEEDED
+    lookups = moodle.stats()["calls"]["core_user_get_users_by_field"]
+    # Three batches of 10: by idnumber, username (the service user's riding along in the first), email.
+    assert lookups == 3 * 3
+    moodle.reset_stats()
+    rerun = run_sync(sync_site, moodle)  # nothing changed: nothing to look up, so nothing to prove
+    assert rerun.status == RunStatus.SUCCEEDED
+    assert moodle.stats()["calls"] == {"core_webservice_get_site_info": 1}

@@ -11,6 +11,7 @@ from sync.mapping import (
     MappingConfigError,
     RecordProblem,
     email_problem,
+    parse_languages,
     payload_for_create,
     payload_for_update,
 )
@@ -326,8 +327,10 @@ def full_mapping() -> Mapping:
     )
 
 
-def test_payload_for_create_drops_empty_optional_values():
+def test_payload_for_create_drops_empty_optional_values_and_suspended():
+    # Moodle's create has no suspended parameter and refuses the whole call for it, even for 0.
     result = mapped(full_mapping().apply(record(dept="", city="Kraków", inactive="0", team="", badge="B1")))
+    assert result.payload["suspended"] == 0
     assert payload_for_create(result) == {
         "username": "alice",
         "email": "alice@example.org",
@@ -336,7 +339,6 @@ def test_payload_for_create_drops_empty_optional_values():
         "auth": "manual",
         "idnumber": "E1",
         "city": "Kraków",
-        "suspended": 0,
         "customfields": [{"type": "badge", "value": "B1"}],
     }
 
@@ -427,3 +429,49 @@ def test_uploaded_file_maps_like_a_path():
     source = open_source({"kind": "csv", "file": io.BytesIO(data), "id_column": "employee_id"})
     (only,) = [mapping().apply(rec) for rec in source.records()]
     assert mapped(only).payload["firstname"] == "Ayşe"
+
+
+# --- what Moodle's parameter cleaning would refuse ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "tag"),
+    [
+        ("department", "R&D <Research>", "<Research>"),
+        ("city", "Grade <3", "<3"),
+        ("firstname", "<b>Al", "<b>"),
+    ],
+)
+def test_a_text_field_with_an_html_tag_is_refused_naming_the_field(field, value, tag):
+    columns = {"department": "dept", "city": "city", "firstname": "first_name"}
+    config = {"fields": {"department": "dept", "city": "city"}}
+    found = problem(mapping(**config).apply(record(**{columns[field]: value})))
+    assert found.field == field
+    assert f'{field} "{value}" contains an HTML tag ({tag}), which Moodle refuses' in found.message
+
+
+def test_text_without_a_tag_passes_as_moodle_would_keep_it():
+    result = mapped(mapping(fields={"department": "dept"}).apply(record(dept="R&D > 3 < 4")))
+    assert result.payload["department"] == "R&D > 3 < 4"
+
+
+def test_a_lang_the_site_has_not_installed_is_refused_with_the_installed_list():
+    site_mapping = mapping(fields={"lang": "lang"}).for_site(["en", "de"])
+    assert mapped(site_mapping.apply(record(lang="de"))).payload["lang"] == "de"
+    found = problem(site_mapping.apply(record(lang="fr")))
+    assert found.field == "lang"
+    assert 'lang "fr" is not a language pack installed on the site (installed: de, en)' in found.message
+
+
+def test_create_suspended_must_be_a_boolean():
+    assert mapping(create_suspended=True).create_suspended is True
+    with pytest.raises(MappingConfigError, match="'create_suspended' must be true or false"):
+        mapping(create_suspended="yes")
+
+
+def test_language_lists_are_cleaned_and_malformed_codes_named():
+    assert parse_languages(" en, DE ,pt_br,en") == ["en", "de", "pt_br"]
+    with pytest.raises(ValueError, match='"english" is not a Moodle language code'):
+        parse_languages("en,english")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_languages(" , ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.db.models import Count, Max
@@ -15,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from monitoring import retention
 from monitoring.models import CallLog
 from web.pages import list_page
 
@@ -56,6 +58,9 @@ def run_detail(request, pk: int):
         "events": events,
         "event_count": event_count,
         "call_errors": list(call_errors),
+        # An old run's calls may be pruned: then "no failed call" is not known, and is not said.
+        "calls_pruned": retention.is_pruned(run.started_at or run.created_at),
+        "retention_days": settings.HISTORY_RETENTION_DAYS,
         "record_errors": [
             {
                 **row,

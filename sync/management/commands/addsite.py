@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sync.choices import TokenStatus
+from sync.mapping import parse_languages
 from sync.models import MoodleSite, ServiceToken
 from sync.moodle.client import SYNC_FUNCTIONS, MoodleClient
 from sync.moodle.errors import SeamError
@@ -28,10 +29,19 @@ class Command(BaseCommand):
         )
         parser.add_argument("--label", default="main", help="a name for the token (default: main)")
         parser.add_argument("--time-zone", default="UTC")
+        parser.add_argument(
+            "--languages",
+            default="en",
+            help="the language packs installed on the site, comma-separated (default: en)",
+        )
 
     def handle(self, *args, slug: str, url: str, name: str | None, label: str, time_zone: str, **options):
         if MoodleSite.objects.filter(slug=slug).exists():
             raise CommandError(f"site {slug} exists; add or rotate its tokens on the token page")
+        try:
+            languages = ",".join(parse_languages(options["languages"]))
+        except ValueError as exc:
+            raise CommandError(f"--languages: {exc}") from None
         token = sys.stdin.readline().strip()
         if not token:
             raise CommandError("no token on standard input")
@@ -45,7 +55,11 @@ class Command(BaseCommand):
             raise CommandError("the token cannot run a sync: " + "; ".join(check.problems))
         with transaction.atomic():
             site = MoodleSite.objects.create(
-                slug=slug, name=name or check.sitename, base_url=url, time_zone=time_zone
+                slug=slug,
+                name=name or check.sitename,
+                base_url=url,
+                time_zone=time_zone,
+                languages=languages,
             )
             stored = ServiceToken(
                 site=site,

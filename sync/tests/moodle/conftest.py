@@ -63,6 +63,12 @@ class Sim:
     def stats(self) -> dict:
         return self._json(self.control.get("/_sim/stats"))
 
+    def hold(self, function: str) -> None:
+        self.control.post("/_sim/hold", json={"function": function}).raise_for_status()
+
+    def release(self, function: str | None = None) -> None:
+        self.control.post("/_sim/release", json={"function": function}).raise_for_status()
+
     def reset_stats(self) -> None:
         self.control.post("/_sim/reset").raise_for_status()
 

@@ -1,0 +1,38 @@
+"""How many people go into one write call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..moodle.encoding import count_variables, request_budget
+
+
+class CallSizer:
+    """How many users go into one write call: under the site's max_input_vars, and about `target_ms` of
+    Moodle's time at the time per user it has shown so far (a running average), in groups a multiple of
+    the site's concurrency so that side-by-side calls finish together."""
+
+    def __init__(self, max_input_vars: int, target_ms: float, concurrency: int, ms_per_user: float = 6.0):
+        self.max_input_vars = max_input_vars
+        self.target_ms = target_ms
+        self.concurrency = max(1, concurrency)
+        self.ms_per_user = ms_per_user
+
+    def groups(self, items: list, sample: dict[str, Any]) -> list[list]:
+        if not items:
+            return []
+        by_vars = max(1, (request_budget(self.max_input_vars) - 10) // max(1, count_variables(sample)))
+        by_time = max(1, int(self.target_ms / max(self.ms_per_user, 0.1)))
+        size = min(by_vars, by_time)
+        count = -(-len(items) // size)
+        if count > 1 and count % self.concurrency:
+            count += self.concurrency - count % self.concurrency
+        count = min(count, len(items))
+        step = -(-len(items) // count)
+        return [items[start : start + step] for start in range(0, len(items), step)]
+
+    def observe(self, users: int, elapsed_ms: float, side_by_side: int) -> None:
+        """What a round of calls showed: the time per user, each call having run beside the others."""
+        if users:
+            seen = elapsed_ms * max(1, side_by_side) / users
+            self.ms_per_user = 0.7 * self.ms_per_user + 0.3 * seen

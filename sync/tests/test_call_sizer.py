@@ -1,0 +1,42 @@
+"""How many people go into one create call: under max_input_vars, about the target time of Moodle's work,
+in groups that fill the site's concurrency, learning Moodle's time per user as the run goes."""
+
+import pytest
+
+from sync.moodle.encoding import count_variables, request_budget
+from sync.run.sizing import CallSizer
+
+PERSON = {
+    "username": "ann", "firstname": "Ann", "lastname": "Lee", "email": "ann@example.edu",
+    "idnumber": "E1", "auth": "manual", "createpassword": 1, "lang": "en",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("people", [1, 3, 333, 1000, 5000])
+@pytest.mark.parametrize("max_input_vars", [1000, 5000])
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_every_group_fits_and_nobody_is_lost_or_repeated(people, max_input_vars, concurrency):
+    sizer = CallSizer(max_input_vars, target_ms=2000, concurrency=concurrency)
+    items = list(range(people))
+    groups = sizer.groups(items, PERSON)
+    assert [i for g in groups for i in g] == items
+    per_call = (request_budget(max_input_vars) - 10) // count_variables(PERSON)
+    assert all(len(g) <= per_call for g in groups)
+    assert all(len(g) <= 2000 / 6 + 1 for g in groups)  # about 2 s of Moodle's time at 6 ms a user
+    if len(groups) > 1:
+        assert len(groups) % concurrency == 0 or len(groups) == people
+
+
+def test_a_thousand_people_on_two_connections_go_in_four_equal_calls():
+    groups = CallSizer(5000, target_ms=2000, concurrency=2).groups(list(range(1000)), PERSON)
+    assert [len(g) for g in groups] == [250, 250, 250, 250]
+
+
+def test_it_learns_that_moodle_got_slower_and_sends_smaller_calls():
+    sizer = CallSizer(5000, target_ms=2000, concurrency=2)
+    before = len(sizer.groups(list(range(1000)), PERSON)[0])
+    # Two calls side by side took 8 s for 1,000 people: 16 ms a person each, not 6.
+    sizer.observe(1000, 8000, side_by_side=2)
+    assert sizer.ms_per_user == pytest.approx(0.7 * 6 + 0.3 * 16)
+    after = len(sizer.groups(list(range(1000)), PERSON)[0])
+    assert after < before and after * sizer.ms_per_user <= 2000

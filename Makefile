@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SIMULATOR_PORT ?= 8090
 
-.PHONY: install demo run test lint format bench manage clean
+.PHONY: install demo run test lint format bench bench-pages manage clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ clean:
 ## bench: the sync benchmark against the simulator (results in bench/RESULTS.md)
 bench: install
 	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench -- $(BIN)/python bench/sync_bench.py
+
+## bench-pages: every list page and the Overview at 1,000 and 1,000,000 records (results in bench/RESULTS.md)
+bench-pages: install
+	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-pages -- $(BIN)/python bench/pages_bench.py

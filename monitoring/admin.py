@@ -51,6 +51,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ["at", "actor", "action", "target"]
     list_filter = ["action"]
     search_fields = ["target", "detail"]
+    list_select_related = ["actor"]  # one join, not a user query per row
 
 
 @admin.register(AlertMute)

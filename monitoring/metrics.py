@@ -1,6 +1,6 @@
 """Error rates, latency and throughput from the audit rows, for the errors page, the Overview and /metrics.
 
-The errors page looks back up to 7 days: it reads the per-minute and per-hour rollups of the call log
+The errors page looks back up to 7 days: it reads the rollups of the call log as wide as its chart's buckets
 (monitoring/rollups.py), never the rows themselves, so it costs the same with 1,000 calls or 10 million;
 its latency percentiles come from histograms and are approximate. The Overview looks back an hour and
 reads the call log itself (by its time index): the throttle bounds those rows to a few thousand a site.
@@ -73,8 +73,8 @@ class Window:
 
     @property
     def rollup_s(self) -> int:
-        """Which rollups the window reads: hours when its buckets are whole hours, else minutes."""
-        return rollups.HOUR if self.bucket_s % rollups.HOUR == 0 else rollups.MINUTE
+        """The rollups the window reads: those as wide as its chart's buckets."""
+        return self.bucket_s
 
 
 WINDOWS = {
@@ -87,6 +87,7 @@ WINDOWS = {
     )
 }
 DEFAULT_WINDOW = "1h"
+assert all(w.bucket_s in rollups.SPANS for w in WINDOWS.values()), "every window needs rollups of its width"
 
 
 def window(name: str | None) -> Window:
@@ -119,7 +120,7 @@ def _rate(part: int, total: int) -> float:
 
 
 def _rolled_up(since: datetime, span_s: int, *, site: MoodleSite | None = None) -> QuerySet:
-    """The rollup rows of `span_s` (a minute or an hour) from the one `since` falls in."""
+    """The rollup rows `span_s` wide, from the one `since` falls in."""
     rows = CallRollup.objects.filter(span_s=span_s, bucket__gte=rollups.floor(since, span_s))
     if site is not None:
         rows = rows.filter(site=site)

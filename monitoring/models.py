@@ -84,13 +84,14 @@ class CallLog(models.Model):
 
 
 class CallRollup(models.Model):
-    """The calls of one minute or one hour with the same site, function, outcome, errorcode and HTTP status:
-    how many, their total and largest duration, and a latency histogram (monitoring/rollups.py). Written
-    with each CallLog row; the errors page reads these instead of millions of rows."""
+    """The calls of one span (a minute, 5 or 15 minutes, 2 hours) with the same site, function, outcome,
+    errorcode and HTTP status: how many, their total and largest duration, and a latency histogram
+    (monitoring/rollups.py). Written with each CallLog row; the errors page reads these instead of
+    millions of rows."""
 
     site = models.ForeignKey("sync.MoodleSite", on_delete=models.CASCADE, related_name="+")
-    span_s = models.PositiveIntegerField(help_text="60 (a minute) or 3600 (an hour).")
-    bucket = models.DateTimeField(help_text="The start of the minute or hour.")
+    span_s = models.PositiveIntegerField(help_text="The width of the bucket in seconds (rollups.SPANS).")
+    bucket = models.DateTimeField(help_text="The start of the bucket.")
     function = models.CharField(max_length=100)
     outcome = models.CharField(max_length=20)
     errorcode = models.CharField(max_length=200, blank=True)

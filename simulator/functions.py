@@ -21,19 +21,25 @@ class FunctionSpec:
     capabilities: tuple[str, ...] = ()
 
 
+# What a look-up needs to see other users the way a site administrator does.
+_SEE_USERS = (
+    "moodle/user:viewdetails", "moodle/user:viewalldetails", "moodle/site:viewfullnames",
+    "moodle/site:viewuseridentity",
+)  # fmt: skip
+
 FUNCTIONS: dict[str, FunctionSpec] = {
     "core_webservice_get_site_info": FunctionSpec(ws_course.SITE_INFO_PARAMS, ws_course.get_site_info, False),
     "core_user_get_users_by_field": FunctionSpec(
         ws_users.BY_FIELD_PARAMS,
         ws_users.get_users_by_field,
         False,
-        ("moodle/user:viewdetails", "moodle/user:viewhiddendetails"),
+        _SEE_USERS,
     ),
     "core_user_get_users": FunctionSpec(
         ws_users.GET_USERS_PARAMS,
         ws_users.get_users,
         False,
-        ("moodle/user:viewdetails", "moodle/user:viewhiddendetails"),
+        _SEE_USERS,
     ),
     "core_user_create_users": FunctionSpec(
         ws_users.CREATE_PARAMS, ws_users.create_users, True, ("moodle/user:create",)

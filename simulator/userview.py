@@ -1,8 +1,12 @@
 """A user record as the web services show it to a given caller (user_get_user_details).
 
 Moodle leaves out empty optional fields and hides fields the caller may not see; without
-``moodle/user:viewdetails`` the user is not shown at all, which is why a token lacking it gets an
-empty list from look-ups instead of an error.
+``moodle/user:viewdetails`` another user is not shown at all, which is why a token lacking it gets an
+empty list from look-ups instead of an error. The caller always sees itself in full: a service user
+finding itself proves nothing about what it can see of others. Of others, the username, idnumber and
+auth need ``moodle/user:viewalldetails``, names ``moodle/site:viewfullnames``, and the email
+``moodle/site:viewuseridentity`` (email is in Moodle's default showuseridentity) unless the user shows it
+to everyone (maildisplay 1).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from simulator.context import CallContext
 
 _OPTIONAL_TEXT = ("address", "phone1", "phone2", "department", "institution", "interests", "city", "country")
+# Shown to others only with viewalldetails (or when in the site's showuseridentity, not simulated).
+_IDENTITY = ("department", "institution", "address", "phone1", "phone2")
 
 
 def fullname(user: dict) -> str:
@@ -41,33 +47,29 @@ def user_details(ctx: CallContext, user: dict, *, in_course: bool = False) -> di
     ``in_course``: shown as a course participant, where viewparticipants (already checked by the
     caller) stands in for viewdetails.
     """
-    if not in_course and not ctx.can("moodle/user:viewdetails"):
+    itself = user["id"] == ctx.userid
+    if not itself and not in_course and not ctx.can("moodle/user:viewdetails"):
         return None
-    details: dict = {
-        "id": user["id"],
-        "username": user["username"],
-        "firstname": user["firstname"],
-        "lastname": user["lastname"],
-        "fullname": fullname(user),
-    }
+    all_details = itself or ctx.can("moodle/user:viewalldetails")
+    details: dict = {"id": user["id"]}
+    if all_details:
+        details["username"] = user["username"]
+    if ctx.can("moodle/site:viewfullnames"):
+        details.update(firstname=user["firstname"], lastname=user["lastname"])
+    details["fullname"] = fullname(user)
     for name in _OPTIONAL_TEXT:
-        if user.get(name):
+        if user.get(name) and (name not in _IDENTITY or all_details):
             details[name] = user[name]
-    # email, idnumber, auth, suspended...: Moodle gates them behind several capabilities
-    # (course:useremail, user:viewalldetails, user:update); viewhiddendetails stands for all here.
-    if ctx.can("moodle/user:viewhiddendetails"):
-        details.update(
-            email=user["email"],
-            idnumber=user["idnumber"],
-            auth=user["auth"],
-            suspended=bool(user["suspended"]),
-            confirmed=bool(user["confirmed"]),
-            firstaccess=user["firstaccess"],
-            lastaccess=user["lastaccess"],
-        )
-        if not details["idnumber"]:
-            del details["idnumber"]
+    if itself or user.get("maildisplay") == 1 or ctx.can("moodle/site:viewuseridentity"):
+        details["email"] = user["email"]
+    if all_details:
+        if user["idnumber"]:
+            details["idnumber"] = user["idnumber"]
+        details.update(auth=user["auth"], confirmed=bool(user["confirmed"]))
     details.update(
+        suspended=bool(user["suspended"]),
+        firstaccess=user["firstaccess"],
+        lastaccess=user["lastaccess"],
         lang=user["lang"],
         calendartype=user["calendartype"],
         theme=user["theme"],

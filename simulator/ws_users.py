@@ -300,12 +300,9 @@ def get_users_by_field(ctx: CallContext, params: dict) -> list[dict]:
             )
         wanted.append(cleaned)
     found = [u for u in sorted(ctx.state.users.values(), key=lambda u: u["id"]) if u[field] in wanted]
-    result = []
-    for user in found:
-        details = user_details(ctx, user)
-        if details is not None:
-            result.append(details)
-    return result
+    # A user is returned only when the searched field is among what the caller may see of them.
+    details = (user_details(ctx, user) for user in found)
+    return [d for d in details if d is not None and d.get(field)]
 
 
 def _clean_lookup(value: str, ptype: str) -> object:
@@ -371,6 +368,6 @@ def get_users(ctx: CallContext, params: dict) -> dict:
                 ok = ok and user[key] == value
         if ok:
             details = user_details(ctx, user)
-            if details is not None:
+            if details is not None and all(details.get(key) for key in used):
                 matches.append(details)
     return {"users": matches, "warnings": warnings}

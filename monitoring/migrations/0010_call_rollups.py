@@ -1,4 +1,4 @@
-"""Per-minute and per-hour rollups of the call log, counted from the rows already there; an index on the
+"""Rollups of the call log per minute, 5 and 15 minutes and 2 hours, counted from the rows already there; an index on the
 call log's time for the rules, /metrics and retention."""
 
 import django.contrib.postgres.fields
@@ -28,8 +28,8 @@ class Migration(migrations.Migration):
                         auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
                     ),
                 ),
-                ("span_s", models.PositiveIntegerField(help_text="60 (a minute) or 3600 (an hour).")),
-                ("bucket", models.DateTimeField(help_text="The start of the minute or hour.")),
+                ("span_s", models.PositiveIntegerField(help_text="The width of the bucket in seconds (rollups.SPANS).")),
+                ("bucket", models.DateTimeField(help_text="The start of the bucket.")),
                 ("function", models.CharField(max_length=100)),
                 ("outcome", models.CharField(max_length=20)),
                 ("errorcode", models.CharField(blank=True, max_length=200)),

@@ -213,7 +213,7 @@ def test_get_users_email_is_a_case_insensitive_like_without_paging(site: Site) -
 def test_get_users_is_filtered_by_rights(site: Site) -> None:
     create_token(site.app.state, "plain", username="plain", capabilities=["webservice/rest:use"])
     result = site.call("core_user_get_users", "plain", criteria=[{"key": "email", "value": "%"}])
-    assert result == {"users": [], "warnings": []}
+    assert [u["username"] for u in result["users"]] == ["plain"]  # itself, and nobody else
 
 
 def _cohort(site: Site, idnumber: str = "c1") -> int:
@@ -356,9 +356,10 @@ def test_site_info_lists_release_version_and_functions(site: Site) -> None:
     assert [f["name"] for f in few["functions"]] == ["core_webservice_get_site_info"]
 
 
-def test_preflight_self_lookup_proves_visibility(site: Site) -> None:
-    me = site.app.state.tokens[TOKEN]["userid"]
-    assert _by(site, "id", me)[0]["email"] == "wsuser@example.org"
+def test_the_caller_sees_itself_whole_and_others_by_its_capabilities(site: Site) -> None:
+    """user_get_user_details: the caller always sees itself; of others, username and idnumber need
+    viewalldetails, the email viewuseridentity, names viewfullnames; a look-up returns a user only when
+    the searched field is among what the caller sees."""
     create_token(
         site.app.state,
         "partial",
@@ -366,4 +367,9 @@ def test_preflight_self_lookup_proves_visibility(site: Site) -> None:
         capabilities=["webservice/rest:use", "moodle/user:viewdetails"],
     )
     partial_me = site.app.state.tokens["partial"]["userid"]
-    assert "email" not in _by(site, "id", partial_me, token="partial")[0]
+    me = _by(site, "id", partial_me, token="partial")[0]
+    assert me["email"] and me["username"] == "partial"
+    (guest,) = _by(site, "id", 1, token="partial")
+    assert {"username", "email", "firstname", "idnumber"}.isdisjoint(guest) and guest["fullname"]
+    assert _by(site, "username", "guest", token="partial") == []
+    assert _by(site, "username", "guest")[0]["email"] == "root@localhost"  # a full token sees it all

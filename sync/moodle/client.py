@@ -121,10 +121,24 @@ class UpdateResult:
         return not self.failures
 
 
+# Every Moodle has the guest user (created at install, never deletable; id 1, username "guest"). The service
+# user always sees itself in full, so only another user proves what a look-up can see: the guest must
+# come back with its username, email and name.
+WITNESS_ID = 1
+WITNESS_USERNAME = "guest"
 BLIND_LOOKUPS = (
-    "looking up the service user returned no email: look-ups would be silently empty (missing "
-    "capabilities such as moodle/user:viewdetails)"
+    "looking up Moodle's guest user (id 1) did not return its username, email and name: look-ups of other "
+    "users would be silently empty or partial (the service user needs moodle/user:viewdetails, "
+    "moodle/user:viewalldetails, moodle/site:viewfullnames and moodle/site:viewuseridentity)"
 )
+
+
+def shows_witness(users: Iterable[dict[str, Any]]) -> bool:
+    """Whether a look-up answer holds the guest user as someone who may see users sees it."""
+    return any(
+        int(u.get("id", 0)) == WITNESS_ID and u.get("username") and u.get("email") and u.get("firstname")
+        for u in users
+    )
 
 
 @dataclass(frozen=True)
@@ -739,10 +753,10 @@ class MoodleClient:
     ) -> Preflight:
         """Check before a run that the token works, has every needed function and can see users.
 
-        A token without the capability to view users gets ``[]`` from look-ups instead of an
-        error, so the service user looks itself up by id and its email must come back. With
-        ``prove_lookups=False`` that look-up is left to the caller, who makes it ride on its own first
-        look-up (see sync.run.batch.LookupProof) and saves the call.
+        A token without the capabilities to view users gets ``[]`` (or users without their username or
+        email) from look-ups instead of an error, so the guest user is looked up by id and must come
+        back whole (WITNESS_ID). With ``prove_lookups=False`` that look-up is left to the caller, who
+        makes it ride on its own first look-up (see sync.run.view.LookupProof) and saves the call.
         Problems with the token or the site's set-up are reported in the answer; a site that is
         only unavailable for now (transient, maintenance, breaker open, no throttle slot) raises,
         so the caller can wait and try again rather than blame the token.
@@ -765,15 +779,14 @@ class MoodleClient:
             can_see = None
         else:
             try:
-                found = self.get_users_by_field("id", [userid])
-                can_see = bool(found) and bool(found[0].get("email"))
+                can_see = shows_witness(self.get_users_by_field("id", [WITNESS_ID]))
                 if not can_see:
                     problems.append(BLIND_LOOKUPS)
             except MoodleError as exc:
                 if exc.retryable:
                     raise
                 category = exc.category
-                problems.append(f"look-up of the service user failed: {exc}")
+                problems.append(f"look-up of the guest user failed: {exc}")
         return Preflight(
             ok=not problems,
             sitename=info.get("sitename", ""),

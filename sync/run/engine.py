@@ -371,8 +371,8 @@ class RunExecutor:
         prove = self.run.kind in (RunKind.RECONCILE, RunKind.RESOLUTION)
         check = self.patiently(lambda: client.preflight(SYNC_FUNCTIONS, prove_lookups=prove))
         if check.ok:
-            if check.can_see_users is None and check.userid:
-                self.proof = LookupProof(int(check.userid), check.username)
+            if check.can_see_users is None:
+                self.proof = LookupProof()
             return check
         problems = "; ".join(check.problems) or "the pre-flight check failed"
         if check.error_category == errors.AUTH:

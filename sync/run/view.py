@@ -19,7 +19,7 @@ from typing import Any
 
 from ..choices import PendingAction
 from ..models import SyncRecord
-from ..moodle.client import BLIND_LOOKUPS, MoodleClient
+from ..moodle.client import BLIND_LOOKUPS, WITNESS_ID, WITNESS_USERNAME, MoodleClient, shows_witness
 
 # Moodle's delete_user() keeps the row but replaces the email with an md5 hash.
 _DELETED_EMAIL = re.compile(r"^[0-9a-f]{32}$")
@@ -36,8 +36,8 @@ def summary(user: dict[str, Any]) -> dict[str, Any]:
 
 
 class BlindLookups(Exception):
-    """The service user's own look-up came back without it (or its email): every look-up of this token
-    is silently empty, so none of its answers may be believed."""
+    """The guest user came back from a look-up without its username, email or name (or not at all): this
+    token's look-ups of other users are silently empty or partial, so none of its answers may be believed."""
 
     def __init__(self) -> None:
         super().__init__(BLIND_LOOKUPS)
@@ -45,23 +45,19 @@ class BlindLookups(Exception):
 
 @dataclass
 class LookupProof:
-    """Look-ups are believed only once the token has shown it can see users: a token without the
-    capability gets [] instead of an error. Any answer that carries a user with an email proves it. When
-    the batch is about to act on an absence (nobody holds this username: create), the service user rides
-    along in that look-up (by id, or by username) and must come back: so the proof costs no call of its
-    own, and no absence is believed before it is made."""
+    """Look-ups are believed only once the token has shown it can see other users: a token without the
+    capabilities gets [] (or users without username or email) instead of an error. Moodle's guest user
+    proves it (client.WITNESS_ID): it rides along in the run's first look-up by id or by username and
+    must come back whole, so the proof costs no call of its own and no answer is believed before it."""
 
-    userid: int
-    username: str
     proven: bool = False
 
-    def observe(self, users: list[dict[str, Any]], *, asked_for_service_user: bool) -> None:
-        if self.proven:
+    def observe(self, users: list[dict[str, Any]], *, asked_for_witness: bool) -> None:
+        if self.proven or not asked_for_witness:
             return
-        if any(u.get("email") for u in users):
-            self.proven = True
-        elif asked_for_service_user:
+        if not shows_witness(users):
             raise BlindLookups
+        self.proven = True
 
 
 @dataclass
@@ -143,8 +139,8 @@ class LookUps:
     def prove_before_writing(self) -> None:
         """No look-up carried the proof yet (none acted on an absence): make it before the first write."""
         if self.proof is not None and not self.proof.proven:
-            found = self.client.get_users_by_field("id", [self.proof.userid])
-            self.proof.observe(found, asked_for_service_user=True)
+            found = self.client.get_users_by_field("id", [WITNESS_ID])
+            self.proof.observe(found, asked_for_witness=True)
 
     def _carries_proof(self) -> bool:
         return self.proof is not None and not self.proof.proven
@@ -153,18 +149,16 @@ class LookUps:
         if not ids:
             return
         carries = self._carries_proof()
-        asked = ids | {self.proof.userid} if carries and self.proof else ids
+        asked = ids | {WITNESS_ID} if carries else ids
         users = self.client.get_users_by_field("id", sorted(asked))
         if self.proof:
-            self.proof.observe(users, asked_for_service_user=carries)
+            self.proof.observe(users, asked_for_witness=carries)
         view.asked_ids = set(ids)
         view.by_id = {int(u["id"]): u for u in users if int(u["id"]) in ids}
 
     def _by_match(self, view: View, records: list[SyncRecord]) -> None:
         values = sorted({self.match_value(r) for r in records} - {""})
         found = self.client.get_users_by_field(self.match_key, values) if values else []
-        if self.proof:
-            self.proof.observe(found, asked_for_service_user=False)
         view.asked_matches = {v.lower() if self.match_key == "email" else v for v in values}
         for user in found:
             view.matches[str(user.get(self.match_key, ""))].append(user)
@@ -182,12 +176,12 @@ class LookUps:
             if email and email.lower() != str(target.get("email", "")).lower():
                 emails.add(email)
         carries = self._carries_proof() and bool(usernames or emails)
-        asked = usernames | {self.proof.username} if carries and self.proof else usernames
+        asked = usernames | {WITNESS_USERNAME} if carries else usernames
         found = self.client.get_users_by_field("username", sorted(asked)) if asked else []
         if self.proof:
-            self.proof.observe(found, asked_for_service_user=carries)
+            self.proof.observe(found, asked_for_witness=carries)
         view.asked_usernames = set(usernames)
-        # The service user is a real holder of its username: a source person who wants it cannot have it.
+        # The guest is a real holder of its username: a source person who wants it cannot have it.
         view.by_username = {str(u["username"]): u for u in found}
         view.asked_emails = {e.lower() for e in emails}
         for user in self.client.get_users_by_field("email", sorted(emails)) if emails else []:

@@ -201,6 +201,22 @@ def test_preflight_reports_missing_functions_and_blind_lookups(sim, make_client)
     assert any("silently empty" in p for p in report.problems)
 
 
+def test_preflight_is_not_fooled_by_a_service_user_that_sees_only_itself(sim, make_client):
+    """Moodle shows the service user itself in full whatever its capabilities: with viewdetails alone it
+    finds itself, email included, but nobody else by username, and no one's email."""
+    sim.token(
+        "self-only-token-value",
+        username="selfonly",
+        capabilities=["webservice/rest:use", "moodle/user:viewdetails", "moodle/user:create"],
+    )
+    client = make_client("self-only-token-value")
+    me = client.get_site_info()["userid"]
+    assert client.get_users_by_field("id", [me])[0]["email"]  # it sees itself whole
+    report = client.preflight()
+    assert not report.ok and not report.can_see_users
+    assert any("guest user" in p for p in report.problems)
+
+
 def test_preflight_of_a_dead_token(make_client):
     report = make_client("f" * 32).preflight()
     assert not report.ok

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SIMULATOR_PORT ?= 8090
 
-.PHONY: install demo run test lint format bench bench-pages manage clean
+.PHONY: install demo run test lint format bench bench-pages chaos manage clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ bench: install
 ## bench-pages: every list page and the Overview at 1,000 and 1,000,000 records (results in bench/RESULTS.md)
 bench-pages: install
 	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-pages -- $(BIN)/python bench/pages_bench.py
+
+## chaos: fault experiments on a 5,000-person bootstrap with real workers (results in bench/RELIABILITY.md)
+chaos: install
+	$(BIN)/python bench/chaos.py

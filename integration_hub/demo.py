@@ -94,6 +94,10 @@ def _simulator(token: str) -> list[str]:
     ]  # fmt: skip
 
 
+MAX_RESTARTS = 5  # a process that exits this often within RESTART_WINDOW_S is broken, not unlucky
+RESTART_WINDOW_S = 60.0
+
+
 def _supervise(commands: dict[str, list[str]], port: int, children: dict[str, subprocess.Popen]) -> int:
     children.update({name: subprocess.Popen(argv) for name, argv in commands.items()})  # noqa: S603
     stopping = False
@@ -106,17 +110,27 @@ def _supervise(commands: dict[str, list[str]], port: int, children: dict[str, su
     signal.signal(signal.SIGINT, stop)
     exit_code = 0
     announced = False
+    restarts: dict[str, list[float]] = {}
     while not stopping:
         if not announced and not _port_free(port):
             announced = True
             print(
                 f"\nReady: http://{HOST}:{port}/  (sign in as admin or operator; Ctrl-C stops everything)\n"
             )
-        for name, child in children.items():
-            if child.poll() is not None:
-                print(f"demo: {name} exited with {child.returncode}; stopping the rest", file=sys.stderr)
+        for name, child in list(children.items()):
+            if child.poll() is None:
+                continue
+            # As compose does (restart: unless-stopped): a worker that exits, e.g. when Redis restarts under
+            # it, is started again; one that keeps exiting stops the demo.
+            now = time.monotonic()
+            recent = [t for t in restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                print(f"demo: {name} keeps exiting ({child.returncode}); stopping the rest", file=sys.stderr)
                 exit_code, stopping = 1, True
                 break
+            print(f"demo: {name} exited with {child.returncode}; starting it again", file=sys.stderr)
+            restarts[name] = [*recent, now]
+            children[name] = subprocess.Popen(commands[name])  # noqa: S603
         time.sleep(0.5)
     for child in children.values():
         if child.poll() is None:

@@ -169,9 +169,9 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=6 * 3600 + 30
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Monitoring work (heartbeat, probes, alert rules) has its own queue: a worker busy with hour-long runs
-# must not starve the dead-man switch. Give it a worker of its own (docker-compose.yml: monitor).
-CELERY_TASK_ROUTES = {"monitoring.*": {"queue": "monitoring"}}
+# Supervision (heartbeat, probes, alert rules, the run watchdog) has its own queue: a worker busy with
+# hour-long runs must not starve the dead-man switch. It has a worker of its own (compose: monitor).
+CELERY_TASK_ROUTES = {"monitoring.*": {"queue": "monitoring"}, "sync.watch_runs": {"queue": "monitoring"}}
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -206,6 +206,13 @@ RUN_LOCK_TTL_S = env.int("RUN_LOCK_TTL_S", default=60)
 MAINTENANCE_BACKOFF_S = env.int("MAINTENANCE_BACKOFF_S", default=300)
 # A run whose look-up failed after every retry waits this long before trying the batch again.
 TRANSIENT_BACKOFF_S = env.float("TRANSIENT_BACKOFF_S", default=30.0)
+# A run whose hub database or Redis stops answering waits this long for them before it fails.
+HUB_SERVICE_WAIT_S = env.int("HUB_SERVICE_WAIT_S", default=300)
+# The watchdog (sync.watch_runs, every 30 s) continues a running run whose worker has shown no sign of life
+# for this long and no longer holds its site's lock, and sends again a queued run whose task never reached
+# the broker, or reached it RUN_RESEND_S ago without being picked up (a broker restarted empty).
+RUN_STALE_S = env.int("RUN_STALE_S", default=45)
+RUN_RESEND_S = env.int("RUN_RESEND_S", default=300)
 # A resolution run that finds its site's lock held tries again this often (and at once when it is freed).
 LOCK_WAIT_RETRY_S = env.float("LOCK_WAIT_RETRY_S", default=15.0)
 # Uploaded source files (CSV uploads on the Start-a-run page).

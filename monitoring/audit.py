@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from sync.models import MoodleSite, ServiceToken, SyncRun
-from sync.moodle.audit import CallRecord
+from sync.moodle.audit import SENDING, CallRecord
 
 from . import rollups
 from .models import CallLog
@@ -21,6 +21,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Refusals that are about the token itself: any call Moodle accepts afterwards proves they are over.
 # Others (accessexception for one function, nopermissions for writes) end when that function answers.
 TOKEN_LEVEL_CODES = ("invalidtoken", "wsaccessusersuspended")
+ROLLUP_FIELDS = ("function", "outcome", "errorcode", "http_status", "duration_ms", "started_at")
 
 
 class CallLogWriter:
@@ -32,6 +33,7 @@ class CallLogWriter:
         self.run = run
         self.token = token
         self._last_used_written = None
+        self._ahead: dict[str, int] = {}  # call id -> the pk of its write-ahead row
 
     def __call__(self, record: CallRecord) -> None:
         try:
@@ -41,33 +43,51 @@ class CallLogWriter:
         except Exception:
             logger.exception("could not store the audit record of %s on %s", record.function, self.site.slug)
 
+    def sending(self, record: CallRecord) -> None:
+        """The client's on_send callback: the row of an attempt exists (outcome "sending") before the request
+        leaves, so a call Moodle receives is logged even if this process dies before the answer; it is
+        deleted if the attempt was withdrawn unsent. Committed at once: a run never calls Moodle inside a
+        transaction."""
+        try:
+            if record.outcome == SENDING:
+                self._ahead[record.call_id] = CallLog.objects.create(**self._fields(record)).pk
+            elif pk := self._ahead.pop(record.call_id, None):
+                CallLog.objects.filter(pk=pk).delete()
+        except Exception:
+            logger.exception("could not store the audit record of %s on %s", record.function, self.site.slug)
+
+    def _fields(self, record: CallRecord) -> dict:
+        return {
+            "site": self.site,
+            "run": self.run,
+            "token": self.token if self.token is not None and self.token.pk else None,
+            "function": record.function,
+            "params": record.params,
+            "outcome": record.outcome,
+            "errorcode": (record.errorcode or "")[:200],
+            "exception": (record.exception or "")[:200],
+            "http_status": record.http_status,
+            "duration_ms": record.duration_ms,
+            "attempt": record.attempt,
+            "items": record.items,
+            "message": record.message or "",
+            "detail": record.raw or "",
+            "started_at": record.started_at,
+        }
+
     def _store(self, record: CallRecord) -> None:
-        """The call's row, and its place in the minute's and the hour's rollups (monitoring/rollups.py)."""
-        row = CallLog.objects.create(
-            site=self.site,
-            run=self.run,
-            token=self.token if self.token is not None and self.token.pk else None,
-            function=record.function,
-            params=record.params,
-            outcome=record.outcome,
-            errorcode=(record.errorcode or "")[:200],
-            exception=(record.exception or "")[:200],
-            http_status=record.http_status,
-            duration_ms=record.duration_ms,
-            attempt=record.attempt,
-            items=record.items,
-            message=record.message or "",
-            detail=record.raw or "",
-            started_at=record.started_at,
-        )
+        """The call's row (its write-ahead row, completed), and its place in the rollups
+        (monitoring/rollups.py)."""
+        fields = self._fields(record)
+        pk = self._ahead.pop(record.call_id, None)
+        if pk is None or not CallLog.objects.filter(pk=pk).update(**fields):
+            CallLog.objects.create(**fields)
         rollups.add_call(
             site_id=self.site.pk,
-            function=row.function,
-            outcome=row.outcome,
-            errorcode=row.errorcode,
-            http_status=row.http_status,
-            duration_ms=row.duration_ms,
-            started_at=row.started_at,
+            **{
+                k: fields[k]
+                for k in ("function", "outcome", "errorcode", "http_status", "duration_ms", "started_at")
+            },
         )
 
     def _touch_token(self, record: CallRecord) -> None:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from sync.choices import RunStatus
 from sync.models import MoodleSite, SyncRun
 from sync.moodle import errors
+from sync.moodle.audit import SENDING
 from sync.moodle.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerConfig, BreakerState
 from sync.run.connect import shared_redis
 
@@ -47,6 +48,7 @@ CATEGORY_LABELS = {
     errors.CONFLICT: "Conflict",
     errors.AUTH: "Authorization",
     errors.CONFIG: "Configuration",
+    SENDING: "No answer yet",
 }
 CATEGORY_MEANING = {
     errors.TRANSIENT: "Moodle or the network hiccuped; retried with backoff. Noise up to 5-10 %.",
@@ -55,6 +57,8 @@ CATEGORY_MEANING = {
     errors.CONFLICT: "A username or email already belongs to another Moodle user; see Conflicts.",
     errors.AUTH: "The token was rejected: every call fails until it is fixed.",
     errors.CONFIG: "The Moodle service lacks a function or setting the hub needs.",
+    SENDING: "Sent, and no answer recorded: at Moodle now, or the hub stopped before the answer came. "
+    "Moodle may have done it; the next run's look-ups find out.",
 }
 BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
@@ -127,10 +131,40 @@ def _rolled_up(since: datetime, span_s: int, *, site: MoodleSite | None = None) 
     return rows
 
 
+def _totals(since: datetime, span_s: int, *, site: MoodleSite | None = None) -> QuerySet:
+    """Rollup rows that count each call since `since` (floored to `span_s`) exactly once, read through the
+    widest buckets that fit: a day's totals from twelve 2-hour rows per key and the quarter-hours at its
+    edges, not from ninety-six quarter-hours. For totals only; a chart reads its own bucket width."""
+    start = rollups.floor(since, span_s)
+    end = rollups.floor(timezone.now(), span_s) + timedelta(seconds=span_s)
+    spans = [s for s in rollups.SPANS if s >= span_s]
+    rows = CallRollup.objects.filter(_cover(start, end, spans))
+    if site is not None:
+        rows = rows.filter(site=site)
+    return rows
+
+
+def _cover(start: datetime, end: datetime, spans: list[int]) -> Q:
+    """[start, end) as rollup buckets: the widest span's whole buckets inside, finer ones at the edges."""
+    *finer, span = spans
+    if not finer:
+        return Q(span_s=span, bucket__gte=start, bucket__lt=end)
+    inner_start = rollups.floor(start - timedelta(microseconds=1), span) + timedelta(seconds=span)
+    inner_end = rollups.floor(end, span)
+    if inner_start >= inner_end:
+        return _cover(start, end, finer)
+    cover = Q(span_s=span, bucket__gte=inner_start, bucket__lt=inner_end)
+    if start < inner_start:
+        cover |= _cover(start, inner_start, finer)
+    if inner_end < end:
+        cover |= _cover(inner_end, end, finer)
+    return cover
+
+
 def category_rates(since: datetime, *, site: MoodleSite | None = None, span_s: int = rollups.MINUTE) -> dict:
     """Calls in the window by outcome: {"total", "ok", "errors", "rows": [{category, label, calls, rate}]}."""
     counts = dict(
-        _rolled_up(since, span_s, site=site).values_list("outcome").annotate(n=Sum("calls")).order_by()
+        _totals(since, span_s, site=site).values_list("outcome").annotate(n=Sum("calls")).order_by()
     )
     total = sum(counts.values())
     known = [*CATEGORIES, *(c for c in counts if c not in CATEGORIES and c != OK)]
@@ -152,7 +186,7 @@ def by_errorcode(
 ) -> list[dict]:
     """Failed calls grouped by category, errorcode and HTTP status, most frequent first."""
     rows = (
-        _rolled_up(since, span_s, site=site)
+        _totals(since, span_s, site=site)
         .exclude(outcome=OK)
         .values("outcome", "errorcode", "http_status")
         .annotate(calls=Sum("calls"), last=Max("last_at"))
@@ -166,7 +200,7 @@ def by_function(
 ) -> list[dict]:
     """Per web-service function: calls, errors, error rate and (approximate) latency percentiles."""
     found: dict[str, dict] = {}
-    for function, outcome, n, histogram, largest in _rolled_up(since, span_s, site=site).values_list(
+    for function, outcome, n, histogram, largest in _totals(since, span_s, site=site).values_list(
         "function", "outcome", "calls", "histogram", "duration_ms_max"
     ):
         row = found.setdefault(
@@ -225,19 +259,24 @@ def series(win: Window, *, site: MoodleSite | None = None, now: datetime | None 
 
 
 def latency_sparklines(site_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, list]:
-    """p90 latency per 5 minutes over the last hour for each site, in one query: {site_id: [ms|None]}."""
+    """p90 latency per 5 minutes over the last hour for each site, from the 5-minute rollups (approximate,
+    as the errors page's): {site_id: [ms|None]}."""
     now = now or timezone.now()
-    width = 300
+    width = rollups.FIVE_MINUTES
     start = _floor(now - timedelta(hours=1), width)
     site_ids = list(site_ids)
-    rows = (
-        CallLog.objects.filter(site_id__in=site_ids, started_at__gte=start)
-        .annotate(bucket=Bucket("started_at", width))
-        .values("site_id", "bucket")
-        .annotate(p90=Percentile("duration_ms", 0.9))
-        .order_by()
-    )
-    found = {(row["site_id"], _floor(row["bucket"], width)): row["p90"] for row in rows}
+    parts: dict[tuple[int, datetime], list] = {}
+    largest: dict[tuple[int, datetime], float] = {}
+    for site_id, bucket, histogram, longest in CallRollup.objects.filter(
+        site_id__in=site_ids, span_s=width, bucket__gte=start
+    ).values_list("site_id", "bucket", "histogram", "duration_ms_max"):
+        key = (site_id, _floor(bucket, width))
+        parts.setdefault(key, []).append(histogram)
+        largest[key] = max(largest.get(key, 0.0), longest)
+    found = {
+        key: rollups.percentile(rollups.merged(histograms), 0.9, largest[key])
+        for key, histograms in parts.items()
+    }
     steps = int((now - start).total_seconds() // width) + 1
     buckets = [start + timedelta(seconds=width * i) for i in range(steps)]
     return {site_id: [found.get((site_id, b)) for b in buckets] for site_id in site_ids}
@@ -247,9 +286,10 @@ def transient_rates(site_ids: Iterable[int], since: datetime) -> dict[int, tuple
     """(transient or maintenance calls, all calls) per site since `since`, in one query."""
     rows = (
         CallLog.objects.filter(site_id__in=list(site_ids), started_at__gte=since)
+        .exclude(outcome=SENDING)
         .values("site_id")
         .annotate(
-            total=Count("pk"),
+            total=Count("*"),
             transient=Count("pk", filter=Q(outcome__in=[errors.TRANSIENT, errors.MAINTENANCE])),
         )
         .order_by()

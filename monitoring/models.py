@@ -75,6 +75,8 @@ class CallLog(models.Model):
             models.Index(fields=["site", "-started_at"], name="call_site_started"),
             models.Index(fields=["outcome", "-started_at"], name="call_outcome_started"),
             models.Index(fields=["run", "-started_at"], name="call_run_started"),
+            # The calls list filtered by site and outcome (e.g. a site's transient errors this week).
+            models.Index(fields=["site", "outcome", "-started_at"], name="call_site_outcome_started"),
             # Alert rules, /metrics and retention read by time alone.
             models.Index(fields=["started_at"], name="call_started"),
         ]

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from sync.choices import DeadLetterStatus, RunStatus, TokenStatus
 from sync.models import DeadLetter, MoodleSite, ServiceToken, SyncRun
+from sync.moodle.audit import SENDING
 from sync.run.connect import shared_redis
 
 from .metrics import Percentile, breaker_value
@@ -93,6 +94,7 @@ def prometheus_text(now: datetime | None = None) -> str:
     )
     latency = (
         CallLog.objects.filter(started_at__gte=since)
+        .exclude(outcome=SENDING)
         .values_list("site_id")
         .annotate(p90=Percentile("duration_ms", 0.9))
         .order_by("site_id")

@@ -23,6 +23,7 @@ BOUNDS_MS = (
 )  # fmt: skip
 SLOTS = len(BOUNDS_MS) + 1
 MINUTE = 60
+FIVE_MINUTES = 300
 SPANS = (60, 300, 900, 7200)  # the chart buckets of the errors page's windows (metrics.WINDOWS)
 _TABLE = "monitoring_callrollup"
 _KEY = "site_id, span_s, bucket, function, outcome, errorcode, http_status"

@@ -27,6 +27,7 @@ from django_celery_beat.models import PeriodicTask
 
 from sync.choices import OverrideStatus, RunStatus, RunTrigger, TokenStatus
 from sync.models import GuardOverride, MoodleSite, ServiceToken, SyncRun
+from sync.moodle.audit import SENDING
 from sync.run.connect import shared_redis
 from sync.run.locks import lock_info
 
@@ -191,6 +192,22 @@ def run_over_budget(now: datetime) -> list[Problem]:
     return problems
 
 
+def _stuck_advice(run: SyncRun, now: datetime, locks: str) -> str:
+    """What the buttons do for this run now: a run whose worker died is continued by the watchdog; one whose
+    worker lives is waiting for something its events name, or stuck inside a call."""
+    if run.heartbeat_at is None or (now - run.heartbeat_at).total_seconds() > settings.RUN_STALE_S:
+        return (
+            "Its worker shows no sign of life: the hub continues it on another worker once its lock expires "
+            f"(see the Locks page, {locks}); Cancel ends it at once. If it stays like this, no worker is "
+            "running: start one."
+        )
+    return (
+        f"Its worker is alive (last sign of life at {run.heartbeat_at:%H:%M:%S} UTC): the run's events say "
+        "what it waits for (Moodle's breaker or maintenance, the site's call budget). Cancel ends it after "
+        "the call in flight; if nothing moves, the worker's log shows where it hangs."
+    )
+
+
 def stuck_runs(now: datetime) -> list[Problem]:
     """A run in running that has not progressed for ALERT_STUCK_RUN_S: its worker likely died."""
     quiet = now - timedelta(seconds=settings.ALERT_STUCK_RUN_S)
@@ -208,8 +225,8 @@ def stuck_runs(now: datetime) -> list[Problem]:
             CRITICAL,
             f"{run.site.name}: run #{run.pk} made no progress for "
             f"{_minutes((now - run.progress).total_seconds())}",
-            f"Run #{run.pk} is marked running but its last progress was at {run.progress:%Y-%m-%d %H:%M} "
-            f"UTC. If its worker is gone, break its lock on the Locks page ({locks}) and resume the run.",
+            f"Run #{run.pk} is running but its last progress was at {run.progress:%Y-%m-%d %H:%M} UTC. "
+            + _stuck_advice(run, now, locks),
             site=run.site,
             run=run,
         )
@@ -222,6 +239,7 @@ def transient_rate(now: datetime) -> list[Problem]:
     since = now - timedelta(seconds=settings.ALERT_WINDOW_S)
     rows = (
         CallLog.objects.filter(started_at__gte=since)
+        .exclude(outcome=SENDING)
         .values("site")
         .annotate(calls=Count("id"), transient=Count("id", filter=Q(outcome="transient")))
         .filter(calls__gte=settings.ALERT_TRANSIENT_MIN_CALLS, transient__gt=0)

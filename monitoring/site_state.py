@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count, Max
+from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
@@ -184,7 +184,15 @@ class _Facts:
 
 
 def _per_site(queryset, ids: list[int]) -> dict[int, int]:
-    return dict(queryset.filter(site_id__in=ids).values_list("site_id").annotate(n=Count("pk")).order_by())
+    return dict(queryset.filter(site_id__in=ids).values_list("site_id").annotate(n=Count("*")).order_by())
+
+
+def _newest_per_site(runs: QuerySet, ids: list[int]) -> dict[int, SyncRun]:
+    """The last finished of `runs` for each site, in one query that walks each site's index on finished_at
+    (DISTINCT ON would sort every run the sites ever had)."""
+    newest = runs.filter(site_id=OuterRef("pk")).order_by("-finished_at", "-pk").values("pk")[:1]
+    picked = MoodleSite.objects.filter(pk__in=ids).annotate(run=Subquery(newest)).values("run")
+    return {r.site_id: r for r in SyncRun.objects.filter(pk__in=picked).defer("plan")}
 
 
 def _facts(ids: list[int], now: datetime, *, include_alerts: bool) -> _Facts:
@@ -202,22 +210,12 @@ def _facts(ids: list[int], now: datetime, *, include_alerts: bool) -> _Facts:
         .order_by("site_id", "-created_at")
         .distinct("site_id")
     }
-    last_finished = {
-        r.site_id: r
-        for r in SyncRun.objects.filter(site_id__in=ids, status__in=RunStatus.finished(), dry_run=False)
-        .defer("plan")
-        .order_by("site_id", "-finished_at", "-pk")
-        .distinct("site_id")
-    }
-    last_clean = {
-        r.site_id: r
-        for r in SyncRun.objects.filter(
-            site_id__in=ids, status=RunStatus.SUCCEEDED, dry_run=False, kind__in=SYNC_KINDS
-        )
-        .defer("plan")
-        .order_by("site_id", "-finished_at", "-pk")
-        .distinct("site_id")
-    }
+    last_finished = _newest_per_site(
+        SyncRun.objects.filter(status__in=RunStatus.finished(), dry_run=False), ids
+    )
+    last_clean = _newest_per_site(
+        SyncRun.objects.filter(status=RunStatus.SUCCEEDED, dry_run=False, kind__in=SYNC_KINDS), ids
+    )
     sources = {
         "dead_letters": DeadLetter.objects.filter(status=DeadLetterStatus.OPEN),
         "errors": SyncRecord.objects.filter(sync_status=SyncStatus.ERROR),

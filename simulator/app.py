@@ -18,7 +18,7 @@ from simulator import control, costs, phpform, xmlout
 from simulator.config import SimConfig
 from simulator.context import CallContext
 from simulator.errors import MoodleError
-from simulator.faults import DML_KINDS, HTTP_KINDS, Faults, dml_error, proxy_error_page
+from simulator.faults import DML_KINDS, HTTP_KINDS, LOST_KINDS, Faults, dml_error, proxy_error_page
 from simulator.functions import FUNCTIONS
 from simulator.params import validate
 from simulator.state import SimState
@@ -152,6 +152,9 @@ class SimulatorApp:
         returned = _users_returned(result)
         if returned and self.config.cost_per_user_ms:
             self._spend(entry, returned * self.config.cost_per_user_ms / 1000.0)
+        if fault in LOST_KINDS:
+            self.stats.injected_error(fault)
+            return "504 Gateway Timeout", [("Content-Type", "text/html")], proxy_error_page("504")
         return self._answer(fmt, result=result)
 
     def _execute(

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from simulator.costs import PROFILES
-from simulator.faults import DML_KINDS, HTTP_KINDS
+from simulator.faults import DML_KINDS, HTTP_KINDS, LOST_KINDS
 
 MAINTENANCE_MODES = ("off", "admin", "cli")
 
@@ -57,7 +57,7 @@ class SimConfig:
             raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
         if "maintenance" in changes and changes["maintenance"] not in MAINTENANCE_MODES:
             raise ValueError(f"maintenance must be one of {MAINTENANCE_MODES}")
-        bad_kinds = set(changes.get("error_kinds", ())) - set(HTTP_KINDS + DML_KINDS)
+        bad_kinds = set(changes.get("error_kinds", ())) - set(HTTP_KINDS + DML_KINDS + LOST_KINDS)
         if bad_kinds:
             raise ValueError(f"unknown error kind(s): {', '.join(sorted(bad_kinds))}")
         if "debug" in changes and changes["debug"] not in (True, False, "developer"):

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 HTTP_KINDS = ("502", "503", "504", "fatal")
 DML_KINDS = ("lockwait", "deadlock", "constraint")
+# Moodle does the call in full, then the proxy in front of it gives up waiting: the caller sees a 504 for a
+# call that took effect (an answer lost on the way back).
+LOST_KINDS = ("lost",)
 
 _HTTP_TITLES = {
     "502": "502 Bad Gateway",
@@ -103,7 +106,7 @@ class Faults:
         """Queue errors for the next matching calls, in order (deterministic tests)."""
         with self._lock:
             for kind in kinds:
-                if kind not in HTTP_KINDS + DML_KINDS:
+                if kind not in HTTP_KINDS + DML_KINDS + LOST_KINDS:
                     raise ValueError(f"unknown error kind {kind!r}")
                 self._queue.append((kind, function))
 

@@ -10,7 +10,11 @@ import logging
 
 from celery import current_app
 from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
+from .choices import RunStatus
 from .models import SyncRun
 
 logger = logging.getLogger(__name__)
@@ -23,8 +27,18 @@ def enqueue_run(run_id: int, *, countdown: float | None = None) -> None:
     transaction.on_commit(lambda: send_run(run_id, countdown=countdown))
 
 
-def send_run(run_id: int, *, countdown: float | None = None) -> str:
-    """Send the task now; returns its id, recorded on the run for the admin pages."""
-    result = current_app.send_task(EXECUTE_RUN, args=[run_id], countdown=countdown)
-    SyncRun.objects.filter(pk=run_id).update(task_id=result.id)
+def send_run(run_id: int, *, countdown: float | None = None) -> str | None:
+    """Send the task now; returns its id, recorded on the run for the admin pages. If the broker does not
+    take it, the run stays queued and says why, and the watchdog (sync/run/watchdog.py) sends it once the
+    broker answers: never a queued run without a task."""
+    try:
+        result = current_app.send_task(EXECUTE_RUN, args=[run_id], countdown=countdown)
+    except (KombuError, OSError, RedisError) as exc:
+        logger.warning("run %s: the task queue did not take its task: %s", run_id, exc)
+        SyncRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            abort_reason="waiting for the task queue (Redis), which did not answer; the run is sent as soon "
+            "as it does"
+        )
+        return None
+    SyncRun.objects.filter(pk=run_id).update(task_id=result.id, sent_at=timezone.now())
     return result.id

@@ -5,6 +5,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from web.filters import EMPTY, SINCE_CHOICES, SINCE_DELTAS, FilterForm, site_field, with_any
+from web.pages import COUNT_CAP
 
 from .choices import (
     ConflictKind,
@@ -102,12 +103,7 @@ class RecordFilterForm(FilterForm):
 
     def filter(self, records: QuerySet) -> QuerySet:
         if q := (self.value("q") or "").strip():
-            records = records.filter(
-                Q(external_id=q)
-                | Q(username__istartswith=q)
-                | Q(email__istartswith=q)
-                | Q(display_name__istartswith=q)
-            )
+            records = records.filter(pk__in=_search_ids(records, q))
         if site := self.value("site"):
             records = records.filter(site=site)
         if status := self.value("status"):
@@ -125,6 +121,24 @@ class RecordFilterForm(FilterForm):
         elif run:
             records = records.filter(last_run_id=run)
         return records
+
+
+def _search_ids(records: QuerySet, q: str) -> list[int]:
+    """The records a search matches, by a union of one look-up per way of matching, each through its own
+    index. As one OR with the list's newest-first order, PostgreSQL walks the whole table backwards by id
+    looking for a rare match (0.6 s at a million records)."""
+    ways = (
+        Q(external_id=q),
+        Q(username__istartswith=q),
+        Q(email__istartswith=q),
+        Q(display_name__istartswith=q),
+    )
+    first, *rest = [
+        # One more than the lists count to: past it, the list says "10,000+" as for any long list.
+        records.filter(way).order_by().values_list("pk", flat=True)[: COUNT_CAP + 1]
+        for way in ways
+    ]
+    return list(first.union(*rest))
 
 
 class DeadLetterFilterForm(FilterForm):

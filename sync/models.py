@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from . import crypto
@@ -330,6 +330,17 @@ class SyncRun(models.Model):
     last_progress_at = models.DateTimeField(null=True, blank=True)
     plan = models.JSONField(default=dict, blank=True, help_text="Dry run: counts and first examples.")
     task_id = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task last reached the broker (empty: not yet)."
+    )
+    claim = models.PositiveIntegerField(
+        default=0,
+        help_text="Raised each time a worker claims the run: a worker whose claim is no longer the run's "
+        "writes nothing more (a run continued after its worker was thought dead).",
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="The last sign of life of the worker executing it."
+    )
     source_file = models.CharField(
         max_length=500, blank=True, help_text="An uploaded CSV read instead of the source's path."
     )
@@ -356,6 +367,8 @@ class SyncRun(models.Model):
         indexes = [
             models.Index(fields=["-created_at"], name="run_created"),
             models.Index(fields=["site", "-created_at"], name="run_site_created"),
+            # A site's last finished (or last clean) run: the Overview and /metrics ask for it per site.
+            models.Index(fields=["site", "-finished_at", "-id"], name="run_site_finished"),
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["kind", "-created_at"], name="run_kind_created"),
         ]
@@ -400,11 +413,24 @@ class SyncRun(models.Model):
         worker already has it or it ended: the conditional update makes a redelivered task harmless."""
         now = timezone.now()
         claimed = SyncRun.objects.filter(pk=self.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=models.functions.Coalesce("started_at", now), abort_reason=""
+            status=RunStatus.RUNNING,
+            started_at=models.functions.Coalesce("started_at", now),
+            abort_reason="",
+            claim=models.F("claim") + 1,
+            heartbeat_at=now,
         )
         if claimed:
-            self.refresh_from_db(fields=["status", "started_at", "abort_reason"])
+            self.refresh_from_db(fields=["status", "started_at", "abort_reason", "claim", "heartbeat_at"])
         return bool(claimed)
+
+    def still_claimed(self) -> bool:
+        """Whether this worker's claim on the running run still stands (the watchdog may have handed the
+        run to another worker). Locks the run's row for the caller's transaction."""
+        return (
+            SyncRun.objects.select_for_update()
+            .filter(pk=self.pk, status=RunStatus.RUNNING, claim=self.claim)
+            .exists()
+        )
 
     def release_unfinished_work(self, reason: str) -> None:
         """A run that ended without doing all it was queued for hands its work back. Approved resolutions
@@ -437,13 +463,19 @@ class SyncRun(models.Model):
             status=DeadLetterStatus.OPEN
         )
 
-    def finish(self, status: str, reason: str = "") -> None:
+    def finish(self, status: str, reason: str = "") -> bool:
+        """End the run, unless another worker claimed it since this copy was read (then nothing changes
+        and False is returned)."""
         if status not in RunStatus.terminal() and status != RunStatus.PAUSED:
             raise ValueError(f"{status} is not a status a run finishes with")
-        self.status = status
-        self.abort_reason = reason or self.abort_reason
-        self.finished_at = None if status == RunStatus.PAUSED else timezone.now()
-        self.save(update_fields=["status", "abort_reason", "finished_at"])
+        with transaction.atomic():
+            if not SyncRun.objects.select_for_update().filter(pk=self.pk, claim=self.claim).exists():
+                return False
+            self.status = status
+            self.abort_reason = reason or self.abort_reason
+            self.finished_at = None if status == RunStatus.PAUSED else timezone.now()
+            self.save(update_fields=["status", "abort_reason", "finished_at"])  # a save: observers hear it
+        return True
 
 
 class SyncSource(models.Model):

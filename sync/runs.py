@@ -7,11 +7,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import dispatch
 from .choices import DeadLetterStatus, RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
 from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun
+from .run import watchdog
 
 
 class RunActionError(Exception):
@@ -75,12 +77,29 @@ def cancel(run: SyncRun, user) -> None:
         finished_at=timezone.now(),
         abort_reason=f"cancelled by {_who(user)} before it ran on; unsent records stay pending",
     )
-    if ended:
+    if ended or _end_orphan(run, user):
         run.refresh_from_db()
         RunEvent.objects.create(run=run, message=f"Cancelled by {_who(user)}")
         run.release_unfinished_work(run.abort_reason)
         return
     _request(run, RunControl.CANCEL, user)
+
+
+def _end_orphan(run: SyncRun, user) -> bool:
+    """A running run whose worker is gone would never read a cancel request: end it here, and raise its
+    claim so that nothing it left behind writes again."""
+    run.refresh_from_db(fields=["status", "claim", "heartbeat_at", "started_at"])
+    if run.status != RunStatus.RUNNING or not watchdog.worker_gone(run, timezone.now()):
+        return False
+    return bool(
+        SyncRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, claim=run.claim).update(
+            status=RunStatus.CANCELLED,
+            finished_at=timezone.now(),
+            claim=F("claim") + 1,
+            abort_reason=f"cancelled by {_who(user)}; its worker had stopped, so it ended at once; unsent "
+            "records stay pending",
+        )
+    )
 
 
 def _request(run: SyncRun, control: str, user) -> None:

@@ -4,7 +4,7 @@ from celery import shared_task
 
 from .choices import RunKind, RunTrigger
 from .models import MoodleSite
-from .run import engine
+from .run import engine, watchdog
 from .runs import start
 
 
@@ -23,3 +23,10 @@ def scheduled_sync(site_slug: str, kind: str = RunKind.INCREMENTAL) -> str:
         return f"site {site_slug} is missing or disabled: no run"
     run = start(site, kind, trigger=RunTrigger.SCHEDULE)
     return f"queued run #{run.pk}"
+
+
+@shared_task(name="sync.watch_runs", ignore_result=True)
+def watch_runs() -> str:
+    """Every 30 s from beat: continue runs whose worker died, send queued runs whose task was lost."""
+    watch = watchdog.watch_runs()
+    return f"continued {watch.continued or 'none'}; sent again {watch.resent or 'none'}"

@@ -185,6 +185,7 @@ def _verification_client(
     token that Moodle rejects must not open the breaker the active token's runs depend on."""
     site = token.site
     retry = RetryPolicy(**{**settings.MOODLE_RETRY, "attempts": VERIFY_RETRY_ATTEMPTS})
+    audit = CallLogWriter(site, token=token if token.pk else None)
     return MoodleClient(
         site.base_url,
         plaintext,
@@ -192,7 +193,8 @@ def _verification_client(
         limits=site_limits(site),
         redis=shared_redis(),
         transport=transport,
-        on_call=CallLogWriter(site, token=token if token.pk else None),
+        on_call=audit,
+        on_send=audit.sending,
         breaker=dataclasses.replace(BreakerConfig(**settings.MOODLE_BREAKER), enabled=False),
         retry=retry,
         timeouts=Timeouts(**settings.MOODLE_TIMEOUTS),

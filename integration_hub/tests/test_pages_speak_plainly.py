@@ -47,6 +47,7 @@ def troubled_demo(clean_redis, hub_admin):
         min_spacing_ms=0,
         calls_per_minute=100_000,
         max_concurrent_calls=1,  # one create at a time, so the proxy's 502s all land on the first group
+        batch_size=250,  # one create group per batch, so the resend comes right after the first try
         languages=DEMO_LANGUAGES,
     )
     token = ServiceToken(site=site, label="demo", status=TokenStatus.ACTIVE)
@@ -60,8 +61,9 @@ def troubled_demo(clean_redis, hub_admin):
         removed_policy=RemovedPolicy.SUSPEND,
     )
     probe_site(site, transport=moodle.transport)
-    # A proxy in front of Moodle answers one create with its HTML 502 page, every retry.
-    moodle.control("POST", "inject", {"kinds": ["502"] * 4, "function": "core_user_create_users"})
+    # A proxy in front of Moodle answers the first create with its HTML 502 page, and its one resend (the
+    # look-up found nobody made) too: that batch's people become dead letters.
+    moodle.control("POST", "inject", {"kinds": ["502"] * 2, "function": "core_user_create_users"})
     bootstrap = run(site, moodle, RunKind.BOOTSTRAP)
     assert bootstrap.status == RunStatus.PROBLEMS and bootstrap.dead_lettered > 100
 

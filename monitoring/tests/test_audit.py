@@ -4,7 +4,9 @@ import json
 import logging
 from datetime import timedelta
 
+import httpx
 import pytest
+import redis as redis_lib
 from django.utils import timezone
 
 from integration_hub.testing import HUB_TOKEN
@@ -12,7 +14,7 @@ from monitoring.audit import CallLogWriter
 from monitoring.models import CallLog
 from sync.choices import RunKind
 from sync.models import ServiceToken, SyncRun
-from sync.moodle.audit import CallRecord
+from sync.moodle.audit import SENDING, CallRecord
 from sync.run import engine
 from sync.run.connect import client_for
 
@@ -66,3 +68,57 @@ def test_only_a_call_that_started_after_a_refusal_proves_the_token_works_again(s
     call("ok", refused_at + timedelta(seconds=1))
     token.refresh_from_db()
     assert token.refused_at is None
+
+
+class ProcessDied(BaseException):
+    """What a kill looks like from inside: nothing after it runs (no except Exception catches it)."""
+
+
+def test_a_call_moodle_received_is_logged_even_if_the_process_dies_before_the_answer(sync_site, moodle):
+    seen_at_moodle: list[str] = []
+
+    def die_after_moodle_did_it(request):
+        seen_at_moodle.append(CallLog.objects.get().outcome)  # the row exists before the request arrives
+        moodle.transport.handle_request(request)  # Moodle does the call...
+        raise ProcessDied  # ...and the hub's process dies before the answer is read
+
+    transport = httpx.MockTransport(die_after_moodle_did_it)
+    with client_for(sync_site, transport=transport) as client, pytest.raises(ProcessDied):
+        client.create_users([{"username": "a", "email": "a@x.org", "firstname": "A", "lastname": "A",
+                                  "createpassword": 1}])  # fmt: skip
+    assert seen_at_moodle == [SENDING]
+    row = CallLog.objects.get()
+    assert (row.function, row.outcome, row.items) == ("core_user_create_users", SENDING, 1)
+    assert moodle.stats()["calls"]["core_user_create_users"] == CallLog.objects.count() == 1
+
+
+def test_the_call_is_completed_in_the_log_even_when_redis_fails_right_after_it(
+    sync_site, moodle, monkeypatch
+):
+    from sync.moodle.breaker import Breaker
+
+    def redis_gone(*args, **kwargs):
+        raise redis_lib.ConnectionError("Connection refused")
+
+    with client_for(sync_site, transport=moodle.transport) as client:
+        monkeypatch.setattr(Breaker, "record", redis_gone)
+        with pytest.raises(redis_lib.ConnectionError):
+            client.get_users_by_field("username", ["nobody"])
+    row = CallLog.objects.get()
+    assert (row.outcome, row.http_status) == ("ok", 200)
+
+
+def test_a_call_the_throttle_never_sent_leaves_no_row(sync_site, moodle):
+    from sync.moodle import errors
+
+    with client_for(sync_site, transport=moodle.transport) as client:
+        client.throttle.slot = _no_slot
+        with pytest.raises(errors.ThrottleTimeout):
+            client.get_users_by_field("username", ["nobody"])
+    assert not CallLog.objects.exists()
+
+
+def _no_slot():
+    from sync.moodle import errors
+
+    raise errors.ThrottleTimeout("no slot within 0 s")

@@ -77,3 +77,22 @@ def test_the_errors_page_reads_rollups_not_the_call_log(client, operator, site):
         rates = response.context["rates"]
         assert (rates["total"], rates["errors"]) == (5, 2), window
         assert not [q["sql"] for q in ctx.captured_queries if "monitoring_calllog" in q["sql"]], window
+
+
+@pytest.mark.django_db
+def test_window_totals_read_wide_buckets_and_count_every_call_exactly_once(site):
+    from monitoring import metrics
+
+    now = timezone.now()
+    rng = random.Random(11)
+    times = [now - timedelta(seconds=rng.uniform(0, 3 * 86400)) for _ in range(400)]
+    for at in times:
+        log_call(site, "ok" if rng.random() < 0.8 else "transient", at=at, function=rng.choice("ab"))
+    for window in metrics.WINDOWS.values():
+        since = window.since(now)
+        expected = sum(1 for at in times if at >= rollups.floor(since, window.rollup_s))
+        rates = metrics.category_rates(since, span_s=window.rollup_s)
+        assert rates["total"] == expected, window.name
+        assert sum(r["calls"] for r in metrics.by_function(since, span_s=window.rollup_s)) == expected
+    rows = metrics._totals(now - timedelta(hours=24), 900)
+    assert {r.span_s for r in rows} >= {7200, 900}  # the day's middle from 2-hour buckets

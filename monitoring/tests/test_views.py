@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from integration_hub.testing import log_call
 from monitoring.models import CallLog, Heartbeat, ProbeResult
 from monitoring.worker_liveness import worker_key
 from sync.choices import RunKind, RunStatus, TokenStatus
@@ -122,7 +123,7 @@ def test_overview_site_state_is_healthy_and_boring_with_the_last_probe_and_token
 ):
     _with_token(site, valid_until=timezone.now() + timedelta(days=45, hours=1))
     ProbeResult.objects.create(site=site, ok=True, latency_ms=84, release="5.1.2 (Build: 20251006)")
-    CallLog.objects.create(site=site, function="f", outcome="ok", duration_ms=90, started_at=timezone.now())
+    log_call(site, ms=90)
     client.force_login(operator)
     state = _overview_state(client)
     assert "state-healthy" in state and "Boring on purpose" in state

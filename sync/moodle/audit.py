@@ -13,6 +13,10 @@ from datetime import datetime
 from typing import Any
 
 REDACTED = "***"
+# Outcomes of the write-ahead record (see MoodleClient's on_send): the attempt is about to go out; or it
+# was never sent after all (the throttle gave no slot, the round was halted), so its record is withdrawn.
+SENDING = "sending"
+WITHDRAWN = "withdrawn"
 LIST_SAMPLE = 5
 
 # Bare "key" is left alone: Moodle uses it as a field name in criteria and options lists.
@@ -36,6 +40,7 @@ class CallRecord:
     message: str
     items: int  # list items sent in this request
     raw: str = ""  # the first bytes of an answer that was not Moodle's JSON: for a "details" toggle only
+    call_id: str = ""  # ties an attempt's write-ahead record to its completion
 
 
 def is_sensitive(name: str) -> bool:

@@ -11,6 +11,11 @@ beyond ``per_item_ms`` for each item it sent, so only slowness the size of the c
 counts. Evidence is dated by when the call *started*: a call stuck for a minute that finishes after
 Moodle recovered says nothing about the present, and has already left the window. And one slow call
 is not a sick site: at least ``min_slow_calls`` slow ones are needed.
+
+Slow answers tell how Moodle was when they were asked, not how it is now: the calls stuck in a stall
+all finish together when the stall ends. So a breaker opened on latency probes at once instead of after
+the cool-down: a probe that answers fast (the stall is over) closes it with a fresh window, a slow one
+keeps it open for the cool-down. Errors are evidence of the present and wait the cool-down out.
 """
 
 from __future__ import annotations
@@ -205,25 +210,27 @@ class Breaker:
         if state is not None and _text(state) != CLOSED:
             return
         calls, errors, durations = _window(members)
-        reason = self._trip_reason(calls, errors, durations)
-        if reason is None:
+        trip = self._trip_reason(calls, errors, durations)
+        if trip is None:
             return
-        opened = self._open_if_closed(
-            keys=[self._state_key], args=[repr(now), reason, repr(now + self.config.cooldown_s)]
-        )
+        reason, on_latency = trip
+        next_probe_at = now if on_latency else now + self.config.cooldown_s
+        opened = self._open_if_closed(keys=[self._state_key], args=[repr(now), reason, repr(next_probe_at)])
         if int(opened):
             self._notify(CLOSED, OPEN, reason)
 
-    def _trip_reason(self, calls: int, errors: int, durations: list[float]) -> str | None:
+    def _trip_reason(self, calls: int, errors: int, durations: list[float]) -> tuple[str, bool] | None:
+        """Why the window opens the breaker, and whether it is latency (see the module's docstring)."""
         c = self.config
         if calls >= c.min_calls and errors / calls >= c.error_rate:
-            return f"error rate {errors}/{calls} ({errors / calls:.0%}) in {c.window_s:g} s"
+            return f"error rate {errors}/{calls} ({errors / calls:.0%}) in {c.window_s:g} s", False
         if c.latency_p90_ms is not None and calls >= c.min_latency_calls:
             slow = p90(durations)
             how_many = sum(1 for d in durations if d > c.latency_p90_ms)
             if slow is not None and slow > c.latency_p90_ms and how_many >= c.min_slow_calls:
                 beyond = f" (after {c.per_item_ms:g} ms per item sent)" if c.per_item_ms else ""
-                return f"p90 latency {slow:.0f} ms > {c.latency_p90_ms:g} ms over {calls} calls{beyond}"
+                reason = f"p90 latency {slow:.0f} ms > {c.latency_p90_ms:g} ms over {calls} calls{beyond}"
+                return reason, True
         return None
 
     def state(self) -> BreakerState:

@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import httpx
 import redis as redis_lib
 
 from . import errors
-from .audit import CallRecord, redact, scrub
+from .audit import SENDING, WITHDRAWN, CallRecord, redact, scrub
 from .breaker import PROBE_FUNCTION, Breaker, BreakerConfig, BreakerState, ChangeCallback
 from .encoding import flatten, split_params
 from .errors import BreakerOpen, MoodleError, SeamError, classify
@@ -194,6 +195,7 @@ class MoodleClient:
         timeouts: Timeouts | None = None,
         transport: httpx.BaseTransport | None = None,
         on_call: CallCallback | None = None,
+        on_send: CallCallback | None = None,
         on_breaker_change: ChangeCallback | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -203,6 +205,10 @@ class MoodleClient:
         self.timeouts = timeouts or Timeouts()
         self._token = token
         self._on_call = on_call
+        # Write-ahead: told of each attempt before it leaves (outcome SENDING), so that a call Moodle
+        # receives is in the audit log even if this process dies before the answer; told again (WITHDRAWN)
+        # if it was not sent after all. `on_call` completes it.
+        self._on_send = on_send
         self._sleep = sleep
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._functions: frozenset[str] | None = None
@@ -331,7 +337,44 @@ class MoodleClient:
         self, function: str, params: Mapping[str, Any], attempt: int, *, count_in_breaker: bool = True
     ) -> tuple[Any, MoodleError | None, float]:
         """One request: throttled, timed, classified, recorded. Returns (result, error, ms)."""
-        return self._settle(function, params, attempt, self._send(function, params), count_in_breaker)
+        call_id = self._announce(function, params, attempt)
+        try:
+            sent = self._send(function, params)
+        except (errors.ThrottleTimeout, errors.NotSent):
+            self._withdraw(call_id, function, params, attempt)
+            raise
+        return self._settle(function, params, attempt, sent, count_in_breaker, call_id)
+
+    def _announce(self, function: str, params: Mapping[str, Any], attempt: int) -> str:
+        """The write-ahead record of an attempt about to go out (made in the calling thread)."""
+        if self._on_send is None:
+            return ""
+        call_id = uuid.uuid4().hex
+        self._tell(self._on_send, self._record(function, params, attempt, SENDING, call_id))
+        return call_id
+
+    def _withdraw(self, call_id: str, function: str, params: Mapping[str, Any], attempt: int) -> None:
+        if self._on_send is not None and call_id:
+            self._tell(self._on_send, self._record(function, params, attempt, WITHDRAWN, call_id))
+
+    def _record(
+        self, function: str, params: Mapping[str, Any], attempt: int, outcome: str, call_id: str
+    ) -> CallRecord:
+        return CallRecord(
+            site=self.site,
+            function=function,
+            params=redact(params),
+            outcome=outcome,
+            errorcode=None,
+            exception=None,
+            http_status=None,
+            duration_ms=0.0,
+            attempt=attempt,
+            started_at=datetime.now(UTC),
+            message="",
+            items=_items(function, params),
+            call_id=call_id,
+        )
 
     def _send(
         self, function: str, params: Mapping[str, Any], on_start: Callable[[], None] | None = None
@@ -364,31 +407,50 @@ class MoodleClient:
                 return _Sent(started_at, (time.perf_counter() - t0) * 1000, failure=exc)
 
     def _settle(
-        self, function: str, params: Mapping[str, Any], attempt: int, sent: _Sent, count_in_breaker: bool
+        self,
+        function: str,
+        params: Mapping[str, Any],
+        attempt: int,
+        sent: _Sent,
+        count_in_breaker: bool,
+        call_id: str = "",
     ) -> tuple[Any, MoodleError | None, float]:
-        """Classify what came back, feed the breaker and the audit hook."""
+        """Classify what came back, complete the audit record, feed the breaker (in that order: the record of
+        a call Moodle received must not depend on Redis answering)."""
         result: Any = None
         if sent.response is not None:
             result, error = self._interpret(function, sent.response)
         elif isinstance(sent.failure, httpx.TimeoutException):
-            what = "connect to" if isinstance(sent.failure, httpx.ConnectTimeout) else "get an answer from"
+            unsent = isinstance(sent.failure, httpx.ConnectTimeout | httpx.PoolTimeout)
+            what = "connect to" if unsent else "get an answer from"
             error = MoodleError(
                 errors.TRANSIENT,
-                f"the hub could not {what} Moodle in time (a timeout)",
+                f"the hub could not {what} Moodle in time (a timeout)"
+                + ("" if unsent else ": the request was sent, so Moodle may have done it"),
                 function=function,
                 raw=type(sent.failure).__name__,
+                ambiguous=not unsent,
             )
         else:
+            unsent = isinstance(sent.failure, httpx.ConnectError)
             error = MoodleError(
                 errors.TRANSIENT,
-                "the connection to Moodle failed (refused, reset or no route)",
+                "the connection to Moodle failed ("
+                + (
+                    "refused or no route"
+                    if unsent
+                    else "broken after the request was sent: Moodle may have done it"
+                )
+                + ")",
                 function=function,
                 raw=f"{type(sent.failure).__name__}: {scrub(str(sent.failure), self._token)}",
+                ambiguous=not unsent,
             )
         if error is not None:
             self._settle_missing_record(error)
             if error.stops_run and self._round_halt is not None:
                 self._round_halt.set()
+        self._report(function, params, attempt, sent.started_at, sent.duration_ms, error, call_id)
         if self.breaker is not None and count_in_breaker:
             self.breaker.record(
                 failed=error is not None and error.retryable,
@@ -396,7 +458,6 @@ class MoodleClient:
                 items=_items(function, params),
                 started_at=sent.started_at.timestamp(),
             )
-        self._report(function, params, attempt, sent.started_at, sent.duration_ms, error)
         return result, error, sent.duration_ms
 
     def call_side_by_side(
@@ -430,6 +491,7 @@ class MoodleClient:
                     meanwhile()  # one connection: nothing can go beside the calls, so it goes after them
                 return answers
             self._pass_breaker()
+            call_ids = [self._announce(wsfunction, chunk, 1) for _, chunk in requests]
             with ThreadPoolExecutor(max_workers=self.limits.max_concurrent) as pool:
                 futures = [pool.submit(self._send_or_refusal, wsfunction, chunk) for _, chunk in requests]
                 problem: BaseException | None = None
@@ -444,7 +506,7 @@ class MoodleClient:
                     except BaseException as exc:
                         problem = exc
                 sent = [future.result() for future in futures]
-            return self._settle_round(wsfunction, param_sets, requests, sent, problem)
+            return self._settle_round(wsfunction, param_sets, requests, sent, problem, call_ids)
         finally:
             self._round_halt = None
             self._round_started = None
@@ -456,18 +518,20 @@ class MoodleClient:
         requests: list[tuple[int, dict[str, Any]]],
         sent: list[Any],
         problem: BaseException | None,
+        call_ids: list[str],
     ) -> list[Any]:
         """Every request that went out is settled, in order, in the calling thread."""
         parts: dict[int, list[Any]] = {index: [] for index in range(len(param_sets))}
         failures: dict[int, SeamError] = {}
-        for (index, chunk), outcome in zip(requests, sent, strict=True):
+        for (index, chunk), outcome, call_id in zip(requests, sent, call_ids, strict=True):
             # Whatever happened to its neighbours: a create that Moodle did must never be forgotten because
             # the breaker opened on another one.
             if isinstance(outcome, SeamError):
+                self._withdraw(call_id, wsfunction, chunk, 1)
                 failures.setdefault(index, outcome)
                 continue
-            result, error, _ = self._settle(wsfunction, chunk, 1, outcome, True)
-            if error is not None and error.retryable and self.retry.attempts > 1:
+            result, error, _ = self._settle(wsfunction, chunk, 1, outcome, True, call_id)
+            if error is not None and _may_retry(wsfunction, error) and self.retry.attempts > 1:
                 try:
                     self._sleep(self.retry.delay(1, self._rng))
                     result, error = self._retry_from(wsfunction, chunk, 2)
@@ -525,7 +589,7 @@ class MoodleClient:
             result, error, _ = self._attempt(function, params, attempt)
             if error is None:
                 return result, None
-            if not error.retryable or attempt == self.retry.attempts:
+            if not _may_retry(function, error) or attempt == self.retry.attempts:
                 break
             self._sleep(self.retry.delay(attempt, self._rng))
         return None, error
@@ -551,6 +615,7 @@ class MoodleClient:
             http_status=status,
             function=function,
             raw=_excerpt(scrub(text, self._token)) or "(empty body)",
+            ambiguous=status in errors.AMBIGUOUS_HTTP,
         )
 
     def _moodle_error(self, function: str, status: int, data: dict[str, Any]) -> MoodleError:
@@ -583,6 +648,7 @@ class MoodleClient:
         started_at: datetime,
         duration_ms: float,
         error: MoodleError | None,
+        call_id: str = "",
     ) -> None:
         record = CallRecord(
             site=self.site,
@@ -598,18 +664,21 @@ class MoodleClient:
             message=str(error) if error else "",
             raw=(error.raw or "") if error else "",
             items=_items(function, params),
+            call_id=call_id,
         )
         if error is None:
             logger.debug("Moodle %s %s ok in %.0f ms", self.site, function, duration_ms)
         else:
             logger.warning("Moodle %s attempt %d failed: %s", self.site, attempt, error)
-        if self._on_call is None:
-            return
+        if self._on_call is not None:
+            self._tell(self._on_call, record)
+
+    def _tell(self, hook: CallCallback, record: CallRecord) -> None:
         try:
-            self._on_call(record)
+            hook(record)
         except Exception:
             # The audit hook must never turn a good call into a failed one.
-            logger.exception("on_call hook failed for %s %s", self.site, function)
+            logger.exception("on_call hook failed for %s %s", self.site, record.function)
 
     def _remember_functions(self, info: Any) -> None:
         if isinstance(info, dict) and isinstance(info.get("functions"), list):
@@ -800,6 +869,12 @@ class MoodleClient:
             problems=problems,
             error_category=category,
         )
+
+
+def _may_retry(function: str, error: MoodleError) -> bool:
+    """Transient failures are retried, except a create whose answer was lost: sent again blind, it would
+    be refused as a duplicate of what Moodle already made (or make a second one)."""
+    return error.retryable and not (error.ambiguous and function in errors.NOT_IDEMPOTENT)
 
 
 def cohort_member(cohortid: int, userid: int) -> dict[str, Any]:

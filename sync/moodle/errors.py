@@ -28,6 +28,11 @@ CONFIG_CODES = frozenset({"invalidrecordunknown", "invalidrecord", "codingerror"
 # the function is not known to exist.
 MISSING_RECORD_CODES = frozenset({"invalidrecordunknown", "invalidrecord"})
 TRANSIENT_HTTP = frozenset({502, 503, 504})
+# A proxy's "Moodle did not answer in time / broke off": the request may have reached Moodle and been done.
+AMBIGUOUS_HTTP = frozenset({502, 504})
+# Calls that are not safe to send twice: a second create makes a second record or is refused as a duplicate.
+# After an ambiguous failure (MoodleError.ambiguous) they are not retried blind; the caller looks first.
+NOT_IDEMPOTENT = frozenset({"core_user_create_users", "core_cohort_create_cohorts"})
 
 _LOCK_TEXT = re.compile(r"lock wait|deadlock|lock timeout|could not serialize|restarting transaction", re.I)
 _CONSTRAINT_TEXT = re.compile(r"duplicate|unique|constraint|violat", re.I)
@@ -91,7 +96,7 @@ ADVICE = {
 def http_summary(status: int, reason: str, body: str, content_type: str = "") -> str:
     """What a non-JSON answer means, in words: the raw bytes are kept apart, for the call's details."""
     html = "html" in content_type.lower() or body.lstrip().lower().startswith(("<!doctype", "<html"))
-    if status in (502, 504):
+    if status in AMBIGUOUS_HTTP:
         return f"HTTP {status} from a proxy in front of Moodle: Moodle did not answer"
     if status == 503:
         if _MAINTENANCE_TEXT.search(body):
@@ -123,9 +128,13 @@ class MoodleError(SeamError):
         http_status: int | None = None,
         function: str | None = None,
         raw: str | None = None,
+        ambiguous: bool = False,
     ) -> None:
         self.category = category
         self.raw = raw
+        # The request went out and its answer was lost (a read timeout, a reset, a proxy's 502/504): Moodle
+        # may have done it. A create must not be sent again blind; the caller looks first.
+        self.ambiguous = ambiguous
         self.exception = exception
         self.errorcode = errorcode
         self.message = message
@@ -153,6 +162,8 @@ class MoodleError(SeamError):
 
     def advice(self) -> str:
         """What a person does about it."""
+        if self.ambiguous and self.function in NOT_IDEMPOTENT:
+            return "Moodle may have done it: the hub looks up what it did before sending it again."
         if self.category == CLIENT_FAULT and self.raw is not None and self.errorcode is None:
             # Not Moodle's JSON error: a PHP fatal or a proxy's page, not the person's data.
             return (

@@ -179,7 +179,7 @@ class BatchProcessor:
         creates: list[SyncRecord] = []
         updates: list[tuple[SyncRecord, dict[str, Any], str]] = []
         for record in pending:
-            target = targets[record.external_id]
+            target = targets[record.external_id] or self._own_account(record, view)
             if conflict := self._conflict(record, target, view.by_username, view.by_email):
                 results[record.external_id] = conflict
             elif target is None:
@@ -219,6 +219,23 @@ class BatchProcessor:
             self.lookups.prove_before_writing()
         self._create(creates, results)
         self._update(updates, results)
+
+    @staticmethod
+    def _own_account(record: SyncRecord, view: View) -> dict[str, Any] | None:
+        """The Moodle user holding this person's username or email under their own idnumber is theirs (made
+        by an earlier try whose answer was lost, or matched on another key): never a conflict with itself."""
+        holders = [
+            view.by_username.get(record.payload.get("username", "")),
+            *view.by_email.get(str(record.payload.get("email", "")).lower(), []),
+        ]
+        return next(
+            (
+                u
+                for u in holders
+                if u and not is_deleted(u) and str(u.get("idnumber") or "") == record.external_id
+            ),
+            None,
+        )
 
     def _held_result(self, record: SyncRecord, why: Why) -> Result:
         if why.kind == "gone":
@@ -346,6 +363,7 @@ class BatchProcessor:
         side_by_side = min(len(groups), self.sizer.concurrency)
         self.sizer.observe(len(records), (time.monotonic() - started) * 1000, side_by_side)
         stop: errors.SeamError | None = None
+        lost: list[tuple[list[SyncRecord], MoodleError]] = []
         for group, answer in zip(groups, answers, strict=True):
             if not isinstance(answer, errors.SeamError):
                 self._take_created(group, answer, results)
@@ -353,6 +371,8 @@ class BatchProcessor:
             left = self._take_created(group, answer.partial or [], results)
             if isinstance(answer, MoodleError) and answer.stops_run:
                 self._stop = self._stop or answer
+            elif isinstance(answer, MoodleError) and answer.ambiguous:
+                lost.append((left, answer))  # looked up once every answer of the round is taken
             elif not isinstance(answer, MoodleError) or answer.category == errors.MAINTENANCE:
                 stop = stop or answer  # the whole run waits: what is left stays pending
             elif answer.category in (errors.CLIENT_FAULT, errors.CONFLICT) and len(left) > 1:
@@ -361,7 +381,9 @@ class BatchProcessor:
                 self._write_failed(left, answer, results, CREATE_FUNCTION, self._create_group)
         stop = self._stop or stop  # a refused token outranks a wait (and explains any call not sent)
         if stop is not None:
-            raise stop
+            raise stop  # people of a lost answer stay pending: the next look-up by idnumber finds them
+        for left, error in lost:
+            self._settle_lost_answer(left, error, results)
         self._suspend_after_create(records, results)
 
     def _hold_leavers(self, records: list[SyncRecord], results: dict[str, Result]) -> list[SyncRecord]:
@@ -392,7 +414,9 @@ class BatchProcessor:
         ]
         self._update(items, results)
 
-    def _create_group(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
+    def _create_group(
+        self, records: list[SyncRecord], results: dict[str, Result], *, resent: bool = False
+    ) -> None:
         """One create call; a refusal is isolated by halves (the old, patient way)."""
         if not records:
             return
@@ -400,9 +424,38 @@ class BatchProcessor:
             answers = self.client.create_users([self._create_payload(r) for r in records])
         except MoodleError as error:
             records = self._take_created(records, error.partial or [], results)
+            if error.ambiguous and not resent:
+                self._settle_lost_answer(records, error, results)
+                return
             self._write_failed(records, error, results, CREATE_FUNCTION, self._create_group)
             return
         self._take_created(records, answers, results)
+
+    def _settle_lost_answer(self, records: list[SyncRecord], error: MoodleError, results) -> None:
+        """A create whose answer was lost: Moodle may have made some or all of these people. Sent again
+        blind, the call would be refused as a duplicate and split down to single people, each then in
+        "conflict" with their own new account. So look first: those Moodle holds under their username with
+        their idnumber were created and are linked; only the rest are sent again, once. If that answer is
+        lost too, they wait as dead letters (retrying them looks them up first, like any run)."""
+        if not records:
+            return
+        found = self.client.get_users_by_field("username", [r.payload.get("username", "") for r in records])
+        by_username = {str(u.get("username")): u for u in found if not is_deleted(u)}
+        made = [
+            {"id": user["id"], "username": user["username"]}
+            for record in records
+            if (user := by_username.get(record.payload.get("username", "")))
+            and str(user.get("idnumber") or "") == record.external_id
+        ]
+        left = self._take_created(records, made, results)
+        logger.info(
+            "%s: answer lost; %d of %d people were created, %d sent again",
+            error.function,
+            len(made),
+            len(records),
+            len(left),
+        )
+        self._create_group(left, results, resent=True)
 
     def _isolate_refused(self, records: list[SyncRecord], results: dict[str, Result]) -> None:
         """A group Moodle refused as a whole: send the first few people alone before halving the rest. If
@@ -416,7 +469,7 @@ class BatchProcessor:
 
     def _note_lone_outcome(self, record: SyncRecord, result: Result, error: MoodleError | None) -> None:
         """Bookkeeping of people sent alone, for the storm check."""
-        if error is None or result.status == SyncStatus.CONFLICT:
+        if error is None or result.status != SyncStatus.ERROR:
             self.lone_success = True
             return
         self.lone_refusals.append((record, error.errorcode or error.category))
@@ -561,7 +614,19 @@ class BatchProcessor:
             # Exact email look-ups miss Alice@X.org vs alice@x.org, yet Moodle's duplicate check ignores
             # case: one listing call tells a conflict from bad data.
             holders = self.client.get_users({"email": record.payload["email"]})["users"]
-            their = [summary(u) for u in holders if not is_deleted(u)]
+            holders = [u for u in holders if not is_deleted(u)]
+            own = [u for u in holders if str(u.get("idnumber") or "") == record.external_id]
+            if own:  # made by an earlier try whose answer was lost: this person, not a conflict
+                moodle_id = int(own[0]["id"])
+                self._written.append({**record.payload, "idnumber": record.external_id, "id": moodle_id})
+                return Result(
+                    SyncStatus.OK,
+                    "create",
+                    moodle_id=moodle_id,
+                    function=function,
+                    message=f"already created in Moodle as user {moodle_id} (an earlier answer was lost)",
+                )
+            their = [summary(u) for u in holders]
             if their:
                 kind = ConflictKind.EMAIL_TAKEN
         if kind:

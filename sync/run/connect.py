@@ -50,6 +50,7 @@ def client_for(
     token = token or site.active_token()
     if token is None:
         raise NoActiveToken(f"site {site.slug} has no active service token")
+    audit = CallLogWriter(site, run=run, token=token)
     return MoodleClient(
         site.base_url,
         token.reveal(),
@@ -57,7 +58,8 @@ def client_for(
         limits=site_limits(site),
         redis=shared_redis(),
         transport=transport,
-        on_call=CallLogWriter(site, run=run, token=token),
+        on_call=audit,
+        on_send=audit.sending,
         on_breaker_change=breaker_changed,
         breaker=BreakerConfig(**settings.MOODLE_BREAKER),
         retry=RetryPolicy(**settings.MOODLE_RETRY),

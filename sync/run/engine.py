@@ -28,8 +28,10 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
+import redis as redis_lib
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
@@ -60,6 +62,26 @@ logger = logging.getLogger(__name__)
 
 # Kinds that wait for a busy lock instead of being skipped: what they carry was decided by a person.
 WAITS_FOR_LOCK = (RunKind.RESOLUTION,)
+# The hub's own services failing under a run: waited for, not fatal (see _run_phases_through_blinks).
+BLINKS = (OperationalError, InterfaceError, redis_lib.ConnectionError, redis_lib.TimeoutError)
+HUB_SERVICE_POLL_S = 2.0
+
+
+class HubServiceDown(Exception):
+    """The hub's database or Redis stayed unreachable longer than a run waits for them."""
+
+
+def _hub_services_answer() -> bool:
+    """Whether the database and Redis answer again (a broken connection is dropped and made anew)."""
+    try:
+        if not connection.in_atomic_block:  # (a test's transaction is not ours to drop)
+            connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        shared_redis().ping()
+    except (DatabaseError, redis_lib.RedisError):
+        return False
+    return True
 
 
 def execute(
@@ -90,7 +112,13 @@ class RunExecutor:
 
     def execute(self) -> SyncRun:
         # The lock first, then the claim: a run is never seen running without holding its site's lock.
-        self.lock = RunLock(shared_redis(), self.site.slug, self.run.pk, ttl_s=settings.RUN_LOCK_TTL_S)
+        self.lock = RunLock(
+            shared_redis(),
+            self.site.slug,
+            self.run.pk,
+            ttl_s=settings.RUN_LOCK_TTL_S,
+            on_beat=self._heartbeat,
+        )
         if not self.lock.acquire():
             self._lock_busy(self.lock.holder())
             return self.run
@@ -98,7 +126,7 @@ class RunExecutor:
             self.lock.release()  # another worker had it, or it ended meanwhile
             return self.run
         try:
-            self._run_phases()
+            self._run_phases_through_blinks()
             self._finish(RunStatus.SUCCEEDED, "")
         except RunStopped as stop:
             self._finish(stop.status, stop.reason, stop.category)
@@ -110,6 +138,8 @@ class RunExecutor:
             )
         except (SourceError, SourceConfigError) as exc:
             self._finish(RunStatus.FAILED, f"the source could not be read: {exc}")
+        except HubServiceDown as exc:
+            self._finish(RunStatus.FAILED, f"{exc}; pending records stay pending and the next run continues")
         except Exception:
             logger.exception("run %s failed", self.run.pk)
             self._finish(
@@ -119,9 +149,49 @@ class RunExecutor:
                 "next run continues with them",
             )
         finally:
-            self.lock.release()
+            try:
+                self.lock.release()
+            except redis_lib.RedisError:
+                logger.warning("run %s: its lock could not be released; it expires by itself", self.run.pk)
             self._kick_waiting_runs()
         return self.run
+
+    def _run_phases_through_blinks(self) -> None:
+        """The run's phases. When the hub's own database or Redis blinks (a restart, a failover), the run
+        waits for them like it waits for a breaker, then goes on from what is committed: records of the
+        interrupted batch are still pending, and the next look-ups find what Moodle did with them."""
+        while True:
+            try:
+                return self._run_phases()
+            except BLINKS as exc:
+                self._wait_for_hub_services(exc)
+
+    def _wait_for_hub_services(self, cause: Exception) -> None:
+        what = "Redis" if isinstance(cause, redis_lib.RedisError) else "database"
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        logger.warning("run %s: the hub's %s failed (%s); waiting for it", self.run.pk, what, first_line)
+        waited = 0.0
+        while not _hub_services_answer():
+            if waited >= settings.HUB_SERVICE_WAIT_S:
+                raise HubServiceDown(
+                    f"the hub's {what} did not answer for {settings.HUB_SERVICE_WAIT_S} s ({first_line})"
+                )
+            self.sleep(HUB_SERVICE_POLL_S)
+            waited += HUB_SERVICE_POLL_S
+        if not self.lock.renew():  # Redis may have come back empty: the lock is taken back, if still free
+            raise LockLost(f"run #{self.run.pk} lost the lock of site {self.site.slug} while {what} was down")
+        self.event(
+            f"The hub's {what} failed ({first_line}); the run waited for it and goes on.",
+            RunEvent.Level.WARNING,
+        )
+
+    def _heartbeat(self) -> None:
+        """The run's sign of life in the database, from the lock's heartbeat thread (its own connection,
+        closed each time so a database restart costs one beat). The watchdog continues a run without one."""
+        try:
+            SyncRun.objects.filter(pk=self.run.pk, claim=self.run.claim).update(heartbeat_at=timezone.now())
+        finally:
+            connections.close_all()
 
     def _lock_busy(self, holder: int | None) -> None:
         """Another run works on the site. A resolution run waits for it; a sync is skipped (the next
@@ -197,15 +267,23 @@ class RunExecutor:
             )
             orphan.release_unfinished_work(orphan.abort_reason)
 
+    def _reload(self) -> None:
+        """Read the run again, keeping this worker's claim: the fence is what this worker was given."""
+        claim = self.run.claim
+        self.run.refresh_from_db()
+        self.run.claim = claim
+
     def _finish(self, status: str, reason: str, category: str = "") -> None:
         self.count_calls()
-        self.run.refresh_from_db()
+        self._reload()
         if status == RunStatus.SUCCEEDED and not self.run.dry_run and self.run.left_behind():
             status = RunStatus.PROBLEMS
             reason = f"it left {self.run.left_behind_text()} for a person; the counters link to them"
+        if not self.run.finish(status, reason):
+            logger.warning("run %s was handed to another worker; this one leaves it as it is", self.run.pk)
+            return
         SyncRun.objects.filter(pk=self.run.pk).update(stop_category=category)
         self.run.stop_category = category
-        self.run.finish(status, reason)
         level = {
             RunStatus.SUCCEEDED: RunEvent.Level.INFO,
             RunStatus.PAUSED: RunEvent.Level.INFO,
@@ -473,7 +551,7 @@ class RunExecutor:
     # -- stops ------------------------------------------------------------------------------------
 
     def _stop_for_auth(self, problem: str, error: MoodleError | None) -> None:
-        self.run.refresh_from_db()
+        self._reload()
         token = self.site.active_token()
         masked = token.masked if token else "(none)"
         code = f" ({error.errorcode})" if error and error.errorcode else ""

@@ -12,10 +12,12 @@ old) and an admin may break it. Before committing a batch the engine checks it s
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -23,9 +25,19 @@ import redis
 KEY = "hub:runlock:{site}"
 META = "hub:runlock:{site}:meta"
 
-# Compare-and-extend / compare-and-delete: only the owner may renew or release.
+logger = logging.getLogger(__name__)
+
+# Compare-and-extend / compare-and-delete: only the owner may renew or release. A lock that vanished (Redis
+# restarted empty under a live run) is taken back by its owner's next heartbeat, unless another run took it.
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == false then
+  redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+  redis.call('hset', KEYS[2], 'run_id', ARGV[1], 'host', ARGV[4], 'pid', ARGV[5], 'acquired', ARGV[3],
+             'ttl', ARGV[6])
+  holder = ARGV[1]
+end
+if holder == ARGV[1] then
   redis.call('pexpire', KEYS[1], ARGV[2])
   redis.call('hset', KEYS[2], 'heartbeat', ARGV[3])
   redis.call('pexpire', KEYS[2], ARGV[2])
@@ -69,8 +81,17 @@ class LockInfo:
 class RunLock:
     """The lock of one site, taken on behalf of one run."""
 
-    def __init__(self, client: redis.Redis, site: str, run_id: int, *, ttl_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        site: str,
+        run_id: int,
+        *,
+        ttl_s: float = 60.0,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
         self.client = client
+        self.on_beat = on_beat  # also told of each heartbeat (the run's sign of life in the database)
         self.site = site
         self.run_id = run_id
         self.ttl_s = ttl_s
@@ -120,11 +141,16 @@ class RunLock:
             raise LockLost(f"run #{self.run_id} lost the lock of site {self.site}")
 
     def renew(self) -> bool:
-        return bool(
-            self._renew(
-                keys=[self.key, self.meta_key], args=[self.run_id, int(self.ttl_s * 1000), time.time()]
-            )
-        )
+        """Extend the lock (taking it back if it vanished); False when another run holds it."""
+        args = [
+            self.run_id,
+            int(self.ttl_s * 1000),
+            time.time(),
+            socket.gethostname(),
+            os.getpid(),
+            self.ttl_s,
+        ]
+        return bool(self._renew(keys=[self.key, self.meta_key], args=args))
 
     def release(self) -> None:
         self._stop.set()
@@ -138,7 +164,12 @@ class RunLock:
                 if not self.renew():
                     return  # lost: the engine's fencing check will notice before its next commit
             except redis.RedisError:
-                continue  # a blip; the TTL leaves room for three missed beats
+                pass  # a blip; the TTL leaves room for three missed beats, and a vanished lock is taken back
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception:
+                    logger.warning("run #%s: its heartbeat could not be recorded", self.run_id, exc_info=True)
 
     def __enter__(self) -> RunLock:
         return self

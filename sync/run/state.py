@@ -15,7 +15,7 @@ from ..bulk import insert_rows, update_rows
 from ..choices import ConflictStatus, DeadLetterStatus, PendingAction, ResolutionStatus, SyncStatus
 from ..models import Conflict, DeadLetter, RecordEvent, Resolution, SyncRecord, SyncRun
 from .batch import Result
-from .locks import RunLock
+from .locks import LockLost, RunLock
 
 _RECORD_FIELDS = [
     "moodle_id", "sync_status", "external_hash", "synced_at", "error_category", "error_message",
@@ -102,6 +102,8 @@ def commit_batch(
     with transaction.atomic():
         if lock is not None:
             lock.ensure_owned()
+        if not run.still_claimed():
+            raise LockLost(f"run #{run.pk} was handed to another worker (its heartbeat had stopped)")
         update_rows(SyncRecord, touched, _RECORD_FIELDS)
         insert_rows(RecordEvent, events)
         _save_conflicts(run, by_id, results, now)

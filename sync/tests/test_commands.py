@@ -120,3 +120,30 @@ def test_deadletters_lists_and_retries(served_moodle, clean_redis, tmp_path):
     assert DeadLetter.objects.filter(status=DeadLetterStatus.RESOLVED).count() == 3
     assert set(SyncRecord.objects.values_list("sync_status", flat=True)) == {SyncStatus.OK}
     assert len(sim.people()) == 3
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the task is sent on a real commit
+def test_sync_async_while_the_task_queue_is_down_says_so_and_leaves_a_run_the_watchdog_sends(
+    sync_site, monkeypatch
+):
+    from kombu.exceptions import OperationalError as BrokerDown
+
+    from sync import dispatch
+
+    def broker_down(*args, **kwargs):
+        raise BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(dispatch.current_app, "send_task", broker_down)
+    out = run_command("sync", sync_site.slug, "--mode", "incremental", "--async")
+    run = SyncRun.objects.get(site=sync_site)
+    assert "the task queue (Redis) did not answer" in out and f"run #{run.pk}" in out
+    assert (
+        run.status == "queued" and run.sent_at is None and run.abort_reason.startswith("waiting for the task")
+    )
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_sync_async_with_the_task_queue_up_says_queued(sync_site):
+    out = run_command("sync", sync_site.slug, "--mode", "incremental", "--async")
+    assert out.startswith("Queued run #") and "did not answer" not in out
+    assert SyncRun.objects.get(site=sync_site).sent_at is not None

@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+from django.test import override_settings
 
 from integration_hub.testing import (
     make_site,
@@ -18,7 +19,7 @@ from simulator.server import serve
 from sync import runs
 from sync.choices import RunKind, RunStatus, SyncStatus
 from sync.models import SyncRecord, SyncRun
-from sync.run import engine
+from sync.run import engine, watchdog
 from sync.tasks import execute_run
 
 PEOPLE = 200
@@ -84,3 +85,38 @@ def test_a_run_queued_through_the_broker_is_executed_by_a_worker(child_env, clea
         sim.reset_stats()
         assert execute_run.run(run.pk) == f"run #{run.pk} succeeded"
         assert sim.stats()["total_calls"] == 0
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_run_whose_worker_is_killed_is_continued_by_the_next_worker_without_a_person(
+    child_env, clean_redis, tmp_path
+):
+    sim = simulated_moodle(latency_ms=20, seed=8)
+    csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, PEOPLE + 1)])
+    env = {**child_env, "RUN_LOCK_TTL_S": "3"}
+    with serve(sim.app) as server:
+        site = make_site("west", server.url, csv_path, batch_size=20)
+        worker = start_worker(env, "doomed")
+        try:
+            run = runs.start(site, RunKind.BOOTSTRAP)
+            _wait_for(lambda: len(sim.people()) >= 60, 60, "the worker to create some users")
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+        assert 0 < len(sim.people()) < PEOPLE
+        successor = start_worker(env, "successor")
+        try:
+            with override_settings(RUN_STALE_S=2):
+                # What beat does every 30 s: here until the run is handed on (its lock expires in 3 s).
+                _wait_for(lambda: watchdog.watch_runs().continued == [run.pk], 30, "the watchdog")
+            _wait_for(lambda: SyncRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, 60, "the run")
+        finally:
+            successor.terminate()
+            successor.wait(timeout=30)
+    people = sim.people()  # fails if any idnumber exists twice
+    assert len(people) == PEOPLE
+    assert set(SyncRecord.objects.filter(site=site).values_list("sync_status", flat=True)) == {SyncStatus.OK}
+    continued = SyncRun.objects.get(pk=run.pk)
+    assert continued.claim == 3  # claimed, handed on, claimed again
+    assert SyncRun.objects.filter(site=site).count() == 1  # nobody had to start another run

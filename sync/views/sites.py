@@ -85,7 +85,7 @@ def site_reconcile(request, slug: str):
 
 def _site_context(site: MoodleSite, form: StartRunForm) -> dict:
     statuses = dict(
-        SyncRecord.objects.filter(site=site).values_list("sync_status").annotate(n=Count("pk")).order_by()
+        SyncRecord.objects.filter(site=site).values_list("sync_status").annotate(n=Count("*")).order_by()
     )
     return {
         **_start_context(site, form),

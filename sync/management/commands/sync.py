@@ -54,7 +54,14 @@ class Command(BaseCommand):
             raise CommandError(f"site {slug} has no source yet; add one with addsource")
         run = runs.start(site, mode, dry_run=dry_run, enqueue=queue)
         if queue:
-            self._print(summary(run), json, f"Queued run #{run.pk}; follow it on the Runs page.")
+            run.refresh_from_db()
+            note = f"Queued run #{run.pk}; follow it on the Runs page."
+            if run.sent_at is None:
+                note = (
+                    f"Queued run #{run.pk}, but the task queue (Redis) did not answer: the run is sent as "
+                    "soon as it does (the watchdog tries every 30 s)."
+                )
+            self._print(summary(run), json, note)
             return
         run = engine.execute(run.pk)
         self._print(summary(run), json, None)

@@ -82,6 +82,29 @@ def test_evidence_is_dated_by_when_the_call_started(redis_client, site_name, clo
     assert (state.state, state.window_calls) == (CLOSED, 0)
 
 
+def test_a_stall_that_is_over_costs_one_probe_not_a_cool_down(redis_client, site_name, clock, changes):
+    """Calls stuck in a stall all finish when it ends: slow answers about the past. Opened on latency, the
+    breaker probes at once, and a fast probe closes it with a fresh window."""
+    breaker = make(redis_client, site_name, clock, changes, min_latency_calls=5)
+    for _ in range(5):
+        breaker.record(failed=False, duration_ms=20_000, started_at=clock.now - 20)
+    state = breaker.state()
+    assert state.state == OPEN and state.next_probe_at == clock.now  # no cool-down to sit out
+    assert breaker.before_call() is True  # this caller probes now
+    breaker.probe_finished(True, "probe answered in 5 ms")
+    state = breaker.state()
+    assert (state.state, state.window_calls) == (CLOSED, 0)
+
+
+def test_errors_wait_the_cool_down_out(redis_client, site_name, clock, changes):
+    breaker = make(redis_client, site_name, clock, changes)
+    for _ in range(10):
+        breaker.record(failed=True, duration_ms=50)
+    assert breaker.state().next_probe_at == clock.now + breaker.config.cooldown_s
+    with pytest.raises(BreakerOpen):
+        breaker.before_call()
+
+
 def test_window_forgets_old_calls(redis_client, site_name, clock, changes):
     breaker = make(redis_client, site_name, clock, changes)
     for _ in range(3):

@@ -225,7 +225,8 @@ def seed_runs(plan: Plan, sites: tuple[int, int]) -> None:
             id, site_id, kind, trigger, status, created_at, started_at, finished_at, started_by_id,
             seen, changed, created, updated, suspended, unchanged, skipped, conflicts, errors, dead_lettered,
             blocked, calls, progress_total, progress_done, abort_reason, stop_category, dry_run, control,
-            planned_at, last_progress_at, plan, task_id, source_file, upload_name)
+            planned_at, last_progress_at, plan, task_id, source_file, upload_name, claim, heartbeat_at,
+            sent_at)
         SELECT k + 1, CASE WHEN mod(k, 2) = 0 THEN %(a)s ELSE %(b)s END,
             CASE WHEN k < 2 THEN 'bootstrap' WHEN mod(k, 50) = 7 THEN 'reconcile'
                  WHEN mod(k, 97) = 3 THEN 'retry' WHEN mod(k, 211) = 13 THEN 'resolution'
@@ -246,7 +247,8 @@ def seed_runs(plan: Plan, sites: tuple[int, int]) -> None:
             false, '', created + interval '2 seconds',
             CASE WHEN status = 'running' THEN now() - interval '5 seconds'
                  ELSE created + %(length)s * interval '1 second' END,
-            '{}'::jsonb, md5(k::text), '', ''
+            '{}'::jsonb, md5(k::text), '', '', 1,
+            CASE WHEN status = 'running' THEN now() - interval '5 seconds' ELSE NULL END, created
         FROM (
             SELECT k, now() - %(days)s * interval '1 day' + k * %(step)s * interval '1 second' AS created,
                 1 + mod(k * 37, 200) AS changed,

@@ -296,6 +296,7 @@ class Applier:
         events = []
         suspended_records = []
         with transaction.atomic():
+            self.executor.fence()
             for resolution in batch:
                 outcome = outcomes.get(resolution.pk)
                 if outcome is None:

@@ -61,6 +61,9 @@ class RunContext(Protocol):
     def work(self, client: MoodleClient) -> None:
         """Send the site's pending records until none is left."""
 
+    def fence(self) -> None:
+        """Raise LockLost unless this worker may still write for the run (inside the writing transaction)."""
+
     def count_calls(self) -> None:
         """Bring the run's call counter up to date."""
 

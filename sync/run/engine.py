@@ -55,7 +55,7 @@ from .context import RunStopped
 from .locks import LockLost, RunLock
 from .planning import Planner
 from .reconcile import Reconciler
-from .state import commit_batch, tally
+from .state import commit_batch, fence, tally
 from .view import BlindLookups, LookupProof
 
 logger = logging.getLogger(__name__)
@@ -305,6 +305,9 @@ class RunExecutor:
         self, message: str, level: str = RunEvent.Level.INFO, link: str = "", link_label: str = ""
     ) -> None:
         RunEvent.objects.create(run=self.run, level=level, message=message, link=link, link_label=link_label)
+
+    def fence(self) -> None:
+        fence(self.run, self.lock)
 
     def count_calls(self) -> None:
         SyncRun.objects.filter(pk=self.run.pk).update(calls=CallLog.objects.filter(run=self.run).count())

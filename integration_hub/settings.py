@@ -151,9 +151,10 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="integration-hub@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
-# Celery: JSON only, late acknowledgement (a task is redelivered if its worker dies), no result
-# backend (pages read our own rows). A long run must not be redelivered while it is still running,
-# so the Redis visibility timeout is longer than any run's hard time limit.
+# Celery: JSON only, late acknowledgement, no result backend (pages read our own rows). A long run must not
+# be redelivered while it is still running, so the Redis visibility timeout is longer than any run's hard
+# time limit; a task whose worker process died therefore comes back only hours later (or never, if Redis
+# restarted empty). Runs do not wait for that: the run watchdog (sync/run/watchdog.py) continues them.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=43200)}

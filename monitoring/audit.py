@@ -47,14 +47,17 @@ class CallLogWriter:
         """The client's on_send callback: the row of an attempt exists (outcome "sending") before the request
         leaves, so a call Moodle receives is logged even if this process dies before the answer; it is
         deleted if the attempt was withdrawn unsent. Committed at once: a run never calls Moodle inside a
-        transaction."""
+        transaction. A row that cannot be written raises: the client then does not send the request."""
+        if record.outcome == SENDING:
+            self._ahead[record.call_id] = CallLog.objects.create(**self._fields(record)).pk
+            return
         try:
-            if record.outcome == SENDING:
-                self._ahead[record.call_id] = CallLog.objects.create(**self._fields(record)).pk
-            elif pk := self._ahead.pop(record.call_id, None):
+            if pk := self._ahead.pop(record.call_id, None):
                 CallLog.objects.filter(pk=pk).delete()
         except Exception:
-            logger.exception("could not store the audit record of %s on %s", record.function, self.site.slug)
+            logger.exception(
+                "could not withdraw the audit record of %s on %s", record.function, self.site.slug
+            )
 
     def _fields(self, record: CallRecord) -> dict:
         return {

@@ -337,21 +337,19 @@ class MoodleClient:
         self, function: str, params: Mapping[str, Any], attempt: int, *, count_in_breaker: bool = True
     ) -> tuple[Any, MoodleError | None, float]:
         """One request: throttled, timed, classified, recorded. Returns (result, error, ms)."""
-        call_id = self._announce(function, params, attempt)
-        try:
-            sent = self._send(function, params)
-        except (errors.ThrottleTimeout, errors.NotSent):
-            self._withdraw(call_id, function, params, attempt)
-            raise
+        call_id = self._call_id()
+        # Written once the throttle grants the slot, in this thread, just before the request leaves.
+        sent = self._send(function, params, lambda: self._announce(function, params, attempt, call_id))
         return self._settle(function, params, attempt, sent, count_in_breaker, call_id)
 
-    def _announce(self, function: str, params: Mapping[str, Any], attempt: int) -> str:
-        """The write-ahead record of an attempt about to go out (made in the calling thread)."""
-        if self._on_send is None:
-            return ""
-        call_id = uuid.uuid4().hex
-        self._tell(self._on_send, self._record(function, params, attempt, SENDING, call_id))
-        return call_id
+    def _call_id(self) -> str:
+        return uuid.uuid4().hex if self._on_send is not None else ""
+
+    def _announce(self, function: str, params: Mapping[str, Any], attempt: int, call_id: str) -> None:
+        """The write-ahead record of an attempt about to go out. If it cannot be written (the database is
+        down), the request is not sent: a call Moodle received is never missing from the log."""
+        if self._on_send is not None:
+            self._on_send(self._record(function, params, attempt, SENDING, call_id))
 
     def _withdraw(self, call_id: str, function: str, params: Mapping[str, Any], attempt: int) -> None:
         if self._on_send is not None and call_id:
@@ -379,8 +377,9 @@ class MoodleClient:
     def _send(
         self, function: str, params: Mapping[str, Any], on_start: Callable[[], None] | None = None
     ) -> _Sent:
-        """The request itself, within a throttle slot: nothing here touches the database, so it may run in
-        a worker thread while the calling thread keeps the bookkeeping."""
+        """The request itself, within a throttle slot; `on_start` runs once the slot is granted, just before
+        the request leaves (if it raises, nothing is sent). In a round's worker threads nothing here touches
+        the database: the calling thread keeps the bookkeeping."""
         form = [
             ("wstoken", self._token),
             ("wsfunction", function),
@@ -452,12 +451,17 @@ class MoodleClient:
                 self._round_halt.set()
         self._report(function, params, attempt, sent.started_at, sent.duration_ms, error, call_id)
         if self.breaker is not None and count_in_breaker:
-            self.breaker.record(
-                failed=error is not None and error.retryable,
-                duration_ms=sent.duration_ms,
-                items=_items(function, params),
-                started_at=sent.started_at.timestamp(),
-            )
+            try:
+                self.breaker.record(
+                    failed=error is not None and error.retryable,
+                    duration_ms=sent.duration_ms,
+                    items=_items(function, params),
+                    started_at=sent.started_at.timestamp(),
+                )
+            except redis_lib.RedisError as exc:
+                # This call's answer is settled and must be used (a create Moodle did); the next throttle
+                # slot meets Redis's failure, and the run waits for it there.
+                logger.warning("Moodle %s: the breaker could not count a call: %s", self.site, exc)
         return result, error, sent.duration_ms
 
     def call_side_by_side(
@@ -491,7 +495,11 @@ class MoodleClient:
                     meanwhile()  # one connection: nothing can go beside the calls, so it goes after them
                 return answers
             self._pass_breaker()
-            call_ids = [self._announce(wsfunction, chunk, 1) for _, chunk in requests]
+            # Written here, in the calling thread (the database is not used from the request threads);
+            # a request that is not sent after all is withdrawn when the round is settled.
+            call_ids = [self._call_id() for _ in requests]
+            for (_, chunk), call_id in zip(requests, call_ids, strict=True):
+                self._announce(wsfunction, chunk, 1, call_id)
             with ThreadPoolExecutor(max_workers=self.limits.max_concurrent) as pool:
                 futures = [pool.submit(self._send_or_refusal, wsfunction, chunk) for _, chunk in requests]
                 problem: BaseException | None = None
@@ -525,10 +533,13 @@ class MoodleClient:
         failures: dict[int, SeamError] = {}
         for (index, chunk), outcome, call_id in zip(requests, sent, call_ids, strict=True):
             # Whatever happened to its neighbours: a create that Moodle did must never be forgotten because
-            # the breaker opened on another one.
-            if isinstance(outcome, SeamError):
+            # the breaker opened on another one, or Redis failed under another one's throttle slot.
+            if isinstance(outcome, Exception):
                 self._withdraw(call_id, wsfunction, chunk, 1)
-                failures.setdefault(index, outcome)
+                if isinstance(outcome, SeamError):
+                    failures.setdefault(index, outcome)
+                else:
+                    problem = problem or outcome  # raised once every request that went out is settled
                 continue
             result, error, _ = self._settle(wsfunction, chunk, 1, outcome, True, call_id)
             if error is not None and _may_retry(wsfunction, error) and self.retry.attempts > 1:
@@ -555,15 +566,15 @@ class MoodleClient:
             raise problem
         return answers
 
-    def _send_or_refusal(self, function: str, params: Mapping[str, Any]) -> _Sent | SeamError:
-        """`_send` in a worker thread: a throttle that gives no slot, or a halted round, is this request's
-        answer, not an exception that would lose what the other threads sent. An answer that stops the run
-        halts the round at once, before this thread takes its next request."""
+    def _send_or_refusal(self, function: str, params: Mapping[str, Any]) -> _Sent | Exception:
+        """`_send` in a worker thread: a throttle that gives no slot (or whose Redis fails), or a halted
+        round, is this request's answer, not an exception that would lose what the other threads sent. An
+        answer that stops the run halts the round at once, before this thread takes its next request."""
         started = self._round_started
         on_start = started.release if started is not None else None
         try:
             sent = self._send(function, params, on_start)
-        except (errors.ThrottleTimeout, errors.NotSent) as refusal:
+        except Exception as refusal:  # raised before the request left (a failed post is a _Sent)
             if on_start is not None:
                 on_start()  # decided, if not sent: nobody waits for it
             return refusal

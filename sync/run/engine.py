@@ -180,6 +180,7 @@ class RunExecutor:
             waited += HUB_SERVICE_POLL_S
         if not self.lock.renew():  # Redis may have come back empty: the lock is taken back, if still free
             raise LockLost(f"run #{self.run.pk} lost the lock of site {self.site.slug} while {what} was down")
+        self._reload()  # goes on from what is committed: a source already read is not read again
         self.event(
             f"The hub's {what} failed ({first_line}); the run waited for it and goes on.",
             RunEvent.Level.WARNING,

@@ -184,3 +184,51 @@ def test_a_lock_that_vanished_with_redis_is_taken_back_by_its_live_owner(clean_r
         assert not lock.renew()  # another run holds it now: the old owner does not take it
     finally:
         taken.release()
+
+
+@pytest.mark.parametrize("failing_slot", [1, 4, 5, 6, 9])
+def test_the_call_log_counts_what_moodle_counts_when_redis_fails_under_any_call(
+    sync_site, moodle, monkeypatch, failing_slot
+):
+    from monitoring.models import CallLog
+    from sync.moodle.throttle import Throttle
+
+    real_slot = Throttle.slot
+    slots = []
+
+    def slot_failing_once(self):
+        slots.append(1)
+        if len(slots) == failing_slot:
+            raise redis_lib.ConnectionError("Connection closed by server.")
+        return real_slot(self)
+
+    monkeypatch.setattr(Throttle, "slot", slot_failing_once)
+    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
+    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+
+    assert done.status == RunStatus.SUCCEEDED, done.abort_reason
+    assert len(moodle.people()) == 30
+    assert CallLog.objects.count() == moodle.stats()["total_calls"]
+    assert not CallLog.objects.filter(outcome="sending").exists()
+
+
+def test_redis_failing_after_a_round_of_creates_loses_none_of_their_answers(sync_site, moodle, monkeypatch):
+    from monitoring.models import CallLog
+    from sync.moodle.breaker import Breaker
+
+    real_record = Breaker.record
+    recorded = []
+
+    def record_then_fail(self, **kwargs):
+        recorded.append(1)
+        if len(recorded) in (5, 6):  # the breaker's bookkeeping of a create round's answers
+            raise redis_lib.ConnectionError("Connection closed by server.")
+        return real_record(self, **kwargs)
+
+    monkeypatch.setattr(Breaker, "record", record_then_fail)
+    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
+    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    assert done.status == RunStatus.SUCCEEDED, done.abort_reason
+    assert (done.created, len(moodle.people())) == (30, 30)
+    assert CallLog.objects.count() == moodle.stats()["total_calls"]
+    assert not CallLog.objects.filter(outcome="sending").exists()

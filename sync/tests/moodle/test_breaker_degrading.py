@@ -18,12 +18,13 @@ BREAKER = BreakerConfig(
 
 
 def test_opens_on_latency_before_errors_then_probes_once_and_recovers(sim, make_client, capsys):
-    changes = []
-    kwargs = {
-        "breaker": BREAKER,
-        "retry": RetryPolicy(attempts=1),
-        "on_breaker_change": lambda *c: changes.append(c),
-    }
+    changes, errors_when_changed = [], []
+
+    def changed(*change):
+        changes.append(change)
+        errors_when_changed.append(dict(sim.stats()["injected_errors"]))
+
+    kwargs = {"breaker": BREAKER, "retry": RetryPolicy(attempts=1), "on_breaker_change": changed}
     client = make_client(**kwargs)
     other_process = make_client(**kwargs)
     sim.config(latency_ms=20)
@@ -41,11 +42,11 @@ def test_opens_on_latency_before_errors_then_probes_once_and_recovers(sim, make_
             break
     assert opened_at is not None, "the breaker did not open before errors began"
     stats = sim.stats()
-    assert stats["injected_errors"] == {}
+    assert errors_when_changed[0] == {}  # it opened before Moodle's first error (its probe may meet one)
     state = client.breaker_state()
     # Opened on latency, it probed at once; the probe was slow too, so it stays open for the cool-down.
     assert changes[0][1:] == (CLOSED, OPEN, changes[0][3]) and changes[0][3].startswith("p90 latency")
-    assert state.state == OPEN and state.reason.startswith("probe slow")
+    assert state.state == OPEN and state.reason.startswith(("probe slow", "probe failed"))
     with capsys.disabled():
         print(f"\nbreaker opened {opened_at - started:.2f} s after degradation began ({state.reason})")
 

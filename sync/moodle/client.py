@@ -387,23 +387,32 @@ class MoodleClient:
             *flatten(params),
         ]
         body = urlencode(form).encode()
-        with self.throttle.slot():
-            halt = self._round_halt
-            if halt is not None and halt.is_set():
-                raise errors.NotSent(f"{function} was not sent: the run must stop")
-            started_at = datetime.now(UTC)
-            if on_start is not None:
-                on_start()
-            t0 = time.perf_counter()
-            try:
-                response = self._http.post(
-                    ENDPOINT,
-                    content=body,
-                    headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
-                )
-                return _Sent(started_at, (time.perf_counter() - t0) * 1000, response=response)
-            except httpx.TransportError as exc:
-                return _Sent(started_at, (time.perf_counter() - t0) * 1000, failure=exc)
+        sent: _Sent | None = None
+        try:
+            with self.throttle.slot():
+                halt = self._round_halt
+                if halt is not None and halt.is_set():
+                    raise errors.NotSent(f"{function} was not sent: the run must stop")
+                started_at = datetime.now(UTC)
+                if on_start is not None:
+                    on_start()
+                t0 = time.perf_counter()
+                try:
+                    response = self._http.post(
+                        ENDPOINT,
+                        content=body,
+                        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                    )
+                    sent = _Sent(started_at, (time.perf_counter() - t0) * 1000, response=response)
+                except httpx.TransportError as exc:
+                    sent = _Sent(started_at, (time.perf_counter() - t0) * 1000, failure=exc)
+        except redis_lib.RedisError:
+            if sent is None:
+                raise  # no slot: nothing was sent
+            # Redis failed as the slot was given back: the answer is Moodle's and must be used; the slot's
+            # lease expires by itself.
+            logger.warning("Moodle %s: the throttle slot of %s could not be given back", self.site, function)
+        return sent
 
     def _settle(
         self,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from integration_hub.devservices import EmbeddedPostgres, free_port  # noqa: E402
+from integration_hub.devservices import EmbeddedPostgres, answers_ping, free_port  # noqa: E402
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
@@ -35,15 +34,6 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 # -- processes --------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class EmbeddedRedis:
             return None
         import psutil
 
-        if psutil.pid_exists(info.get("pid", -1)) and _answers_ping(info.get("port", 0)):
+        if psutil.pid_exists(info.get("pid", -1)) and answers_ping(info.get("port", 0)):
             return int(info["port"])
         return None
 
@@ -164,7 +164,7 @@ class EmbeddedRedis:
                 raise RuntimeError(
                     f"redis-server exited with {self._process.returncode}; see {self.data_dir}"
                 )
-            if _answers_ping(port):
+            if answers_ping(port):
                 return
             time.sleep(0.05)
         raise RuntimeError("redis-server did not answer PING within 15 s")
@@ -183,7 +183,7 @@ class EmbeddedRedis:
         self.info_file.unlink(missing_ok=True)
 
 
-def _answers_ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")

@@ -25,6 +25,28 @@ def no_sleep(_seconds: float) -> None:
     """Waits happen at once here."""
 
 
+def bootstrap(site, moodle) -> SyncRun:
+    return engine.execute(
+        SyncRun.objects.queue(site, RunKind.BOOTSTRAP).pk, transport=moodle.transport, sleep=no_sleep
+    )
+
+
+def fail_redis_at_slot(monkeypatch, nth: int) -> None:
+    """Redis fails once, as the `nth` throttle slot of the run is asked for."""
+    from sync.moodle.throttle import Throttle
+
+    real_slot = Throttle.slot
+    asked = []
+
+    def slot(self):
+        asked.append(1)
+        if len(asked) == nth:
+            raise redis_lib.ConnectionError("Connection closed by server.")
+        return real_slot(self)
+
+    monkeypatch.setattr(Throttle, "slot", slot)
+
+
 def orphan(site, *, beat_ago_s: float = 120) -> SyncRun:
     """A run marked running whose worker died: its last heartbeat long ago, its site's lock expired."""
     run = SyncRun.objects.queue(site, RunKind.BOOTSTRAP)
@@ -122,8 +144,7 @@ def test_a_database_blink_under_a_run_is_waited_out(sync_site, moodle, monkeypat
         return real_commit(*args, **kwargs)
 
     monkeypatch.setattr(engine, "commit_batch", commit_once_broken)
-    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
-    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    done = bootstrap(sync_site, moodle)
 
     assert done.status == RunStatus.SUCCEEDED, done.abort_reason
     assert len(moodle.people()) == 30  # the batch whose commit broke was looked up again, not doubled
@@ -133,20 +154,8 @@ def test_a_database_blink_under_a_run_is_waited_out(sync_site, moodle, monkeypat
 
 
 def test_a_redis_blink_under_a_run_is_waited_out(sync_site, moodle, monkeypatch):
-    from sync.moodle.throttle import Throttle
-
-    real_slot = Throttle.slot
-    blinks = []
-
-    def slot_once_broken(self):
-        if not blinks:
-            blinks.append(1)
-            raise redis_lib.ConnectionError("Connection closed by server.")
-        return real_slot(self)
-
-    monkeypatch.setattr(Throttle, "slot", slot_once_broken)
-    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
-    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    fail_redis_at_slot(monkeypatch, 1)
+    done = bootstrap(sync_site, moodle)
 
     assert done.status == RunStatus.SUCCEEDED, done.abort_reason
     assert len(moodle.people()) == 30
@@ -156,8 +165,7 @@ def test_a_redis_blink_under_a_run_is_waited_out(sync_site, moodle, monkeypatch)
 def test_a_run_whose_services_stay_down_fails_with_the_cause(sync_site, moodle, monkeypatch):
     monkeypatch.setattr(engine, "commit_batch", _always_broken)
     monkeypatch.setattr(engine, "_hub_services_answer", lambda: False)
-    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
-    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    done = bootstrap(sync_site, moodle)
     assert done.status == RunStatus.FAILED
     assert "the hub's database did not answer for" in done.abort_reason
     assert "terminating connection" in done.abort_reason
@@ -191,20 +199,9 @@ def test_the_call_log_counts_what_moodle_counts_when_redis_fails_under_any_call(
     sync_site, moodle, monkeypatch, failing_slot
 ):
     from monitoring.models import CallLog
-    from sync.moodle.throttle import Throttle
 
-    real_slot = Throttle.slot
-    slots = []
-
-    def slot_failing_once(self):
-        slots.append(1)
-        if len(slots) == failing_slot:
-            raise redis_lib.ConnectionError("Connection closed by server.")
-        return real_slot(self)
-
-    monkeypatch.setattr(Throttle, "slot", slot_failing_once)
-    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
-    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    fail_redis_at_slot(monkeypatch, failing_slot)
+    done = bootstrap(sync_site, moodle)
 
     assert done.status == RunStatus.SUCCEEDED, done.abort_reason
     assert len(moodle.people()) == 30
@@ -226,8 +223,7 @@ def test_redis_failing_after_a_round_of_creates_loses_none_of_their_answers(sync
         return real_record(self, **kwargs)
 
     monkeypatch.setattr(Breaker, "record", record_then_fail)
-    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
-    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    done = bootstrap(sync_site, moodle)
     assert done.status == RunStatus.SUCCEEDED, done.abort_reason
     assert (done.created, len(moodle.people())) == (30, 30)
     assert CallLog.objects.count() == moodle.stats()["total_calls"]
@@ -252,8 +248,7 @@ def test_redis_failing_as_a_slot_is_given_back_loses_no_answer(sync_site, moodle
             raise redis_lib.ConnectionError("Connection closed by server.")
 
     monkeypatch.setattr(Throttle, "slot", slot_whose_release_fails)
-    run = SyncRun.objects.queue(sync_site, RunKind.BOOTSTRAP)
-    done = engine.execute(run.pk, transport=moodle.transport, sleep=no_sleep)
+    done = bootstrap(sync_site, moodle)
     assert done.status == RunStatus.SUCCEEDED, done.abort_reason
     assert (done.created, len(moodle.people())) == (30, 30)
     assert CallLog.objects.count() == moodle.stats()["total_calls"]

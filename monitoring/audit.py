@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from sync.models import MoodleSite, ServiceToken, SyncRun
-from sync.moodle.audit import SENDING, CallRecord
+from sync.moodle.audit import CallRecord
 
 from . import rollups
 from .models import CallLog
@@ -45,19 +45,11 @@ class CallLogWriter:
 
     def sending(self, record: CallRecord) -> None:
         """The client's on_send callback: the row of an attempt exists (outcome "sending") before the request
-        leaves, so a call Moodle receives is logged even if this process dies before the answer; it is
-        deleted if the attempt was withdrawn unsent. Committed at once: a run never calls Moodle inside a
+        leaves, so a call Moodle receives is logged even if this process dies before the answer. Written
+        once the call's throttle slot is granted, so a process that dies while requests wait for slots
+        leaves no row of a call never sent. Committed at once: a run never calls Moodle inside a
         transaction. A row that cannot be written raises: the client then does not send the request."""
-        if record.outcome == SENDING:
-            self._ahead[record.call_id] = CallLog.objects.create(**self._fields(record)).pk
-            return
-        try:
-            if pk := self._ahead.pop(record.call_id, None):
-                CallLog.objects.filter(pk=pk).delete()
-        except Exception:
-            logger.exception(
-                "could not withdraw the audit record of %s on %s", record.function, self.site.slug
-            )
+        self._ahead[record.call_id] = CallLog.objects.create(**self._fields(record)).pk
 
     def _fields(self, record: CallRecord) -> dict:
         return {

@@ -117,7 +117,7 @@ def test_a_call_the_throttle_never_sent_leaves_no_row(sync_site, moodle):
     assert not CallLog.objects.exists()
 
 
-def _no_slot():
+def _no_slot(idle=None):
     from sync.moodle import errors
 
     raise errors.ThrottleTimeout("no slot within 0 s")

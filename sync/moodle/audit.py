@@ -13,10 +13,9 @@ from datetime import datetime
 from typing import Any
 
 REDACTED = "***"
-# Outcomes of the write-ahead record (see MoodleClient's on_send): the attempt is about to go out; or it
-# was never sent after all (the throttle gave no slot, the round was halted), so its record is withdrawn.
+# The outcome of the write-ahead record (see MoodleClient's on_send): written once the attempt's throttle
+# slot is granted, just before the request leaves; completed with the answer.
 SENDING = "sending"
-WITHDRAWN = "withdrawn"
 LIST_SAMPLE = 5
 
 # Bare "key" is left alone: Moodle uses it as a field name in criteria and options lists.

@@ -23,10 +23,11 @@ import httpx
 import redis as redis_lib
 
 from . import errors
-from .audit import SENDING, WITHDRAWN, CallRecord, redact, scrub
+from .audit import SENDING, CallRecord, redact, scrub
 from .breaker import PROBE_FUNCTION, Breaker, BreakerConfig, BreakerState, ChangeCallback
 from .encoding import flatten, split_params
 from .errors import BreakerOpen, MoodleError, SeamError, classify
+from .handoff import HandOff
 from .limits import SiteLimits
 from .throttle import LocalThrottle, Throttle, ThrottleSettings
 
@@ -205,9 +206,9 @@ class MoodleClient:
         self.timeouts = timeouts or Timeouts()
         self._token = token
         self._on_call = on_call
-        # Write-ahead: told of each attempt before it leaves (outcome SENDING), so that a call Moodle
-        # receives is in the audit log even if this process dies before the answer; told again (WITHDRAWN)
-        # if it was not sent after all. `on_call` completes it.
+        # Write-ahead: told of each attempt once its throttle slot is granted, just before it leaves (outcome
+        # SENDING), so that a call Moodle receives is in the audit log even if this process dies before the
+        # answer. `on_call` completes it. Always called in the calling thread.
         self._on_send = on_send
         self._sleep = sleep
         self._rng = random.Random()  # noqa: S311 - jitter, not security
@@ -218,6 +219,8 @@ class MoodleClient:
         # Released once per request of the round as it goes out (or is refused), so that the caller's
         # own calls beside the round wait until the round's first wave is at the site.
         self._round_started: threading.Semaphore | None = None
+        # The round's request threads have their write-ahead records written by the calling thread.
+        self._round_handoff: HandOff | None = None
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             transport=transport,
@@ -351,10 +354,6 @@ class MoodleClient:
         if self._on_send is not None:
             self._on_send(self._record(function, params, attempt, SENDING, call_id))
 
-    def _withdraw(self, call_id: str, function: str, params: Mapping[str, Any], attempt: int) -> None:
-        if self._on_send is not None and call_id:
-            self._tell(self._on_send, self._record(function, params, attempt, WITHDRAWN, call_id))
-
     def _record(
         self, function: str, params: Mapping[str, Any], attempt: int, outcome: str, call_id: str
     ) -> CallRecord:
@@ -379,7 +378,7 @@ class MoodleClient:
     ) -> _Sent:
         """The request itself, within a throttle slot; `on_start` runs once the slot is granted, just before
         the request leaves (if it raises, nothing is sent). In a round's worker threads nothing here touches
-        the database: the calling thread keeps the bookkeeping."""
+        the database: the calling thread keeps the bookkeeping (through the round's HandOff)."""
         form = [
             ("wstoken", self._token),
             ("wsfunction", function),
@@ -388,8 +387,11 @@ class MoodleClient:
         ]
         body = urlencode(form).encode()
         sent: _Sent | None = None
+        handoff = self._round_handoff
+        # The calling thread of a round does what the round's requests ask of it while it waits for a slot.
+        idle = handoff.serve if handoff is not None and handoff.owner == threading.get_ident() else None
         try:
-            with self.throttle.slot():
+            with self.throttle.slot(idle=idle):
                 halt = self._round_halt
                 if halt is not None and halt.is_set():
                     raise errors.NotSent(f"{function} was not sent: the run must stop")
@@ -497,6 +499,7 @@ class MoodleClient:
         ]
         self._round_halt = threading.Event()
         self._round_started = threading.Semaphore(0)
+        self._round_handoff = HandOff()
         try:
             if self.limits.max_concurrent <= 1:
                 answers = [self._answer_or_error(wsfunction, params) for params in param_sets]
@@ -504,29 +507,41 @@ class MoodleClient:
                     meanwhile()  # one connection: nothing can go beside the calls, so it goes after them
                 return answers
             self._pass_breaker()
-            # Written here, in the calling thread (the database is not used from the request threads);
-            # a request that is not sent after all is withdrawn when the round is settled.
             call_ids = [self._call_id() for _ in requests]
-            for (_, chunk), call_id in zip(requests, call_ids, strict=True):
-                self._announce(wsfunction, chunk, 1, call_id)
             with ThreadPoolExecutor(max_workers=self.limits.max_concurrent) as pool:
-                futures = [pool.submit(self._send_or_refusal, wsfunction, chunk) for _, chunk in requests]
-                problem: BaseException | None = None
-                # The round's first wave goes out before the caller's own calls take a slot.
-                for _ in range(min(len(futures), self.limits.max_concurrent)):
-                    self._round_started.acquire(timeout=self.limits.max_wait_s)
-                if meanwhile is not None:
-                    # The caller's own calls (look-ups ahead) go through the same throttle, in this thread,
-                    # while these are at the site. Whatever it raises waits until these are settled.
-                    try:
-                        meanwhile()
-                    except BaseException as exc:
-                        problem = exc
+                try:
+                    futures = [
+                        pool.submit(self._send_or_refusal, wsfunction, chunk, call_id)
+                        for (_, chunk), call_id in zip(requests, call_ids, strict=True)
+                    ]
+                    problem: BaseException | None = None
+                    self._await_first_wave(min(len(futures), self.limits.max_concurrent))
+                    if meanwhile is not None:
+                        # The caller's own calls (look-ups ahead) go through the same throttle, in this
+                        # thread, while these are at the site. Whatever it raises waits until these are
+                        # settled.
+                        try:
+                            meanwhile()
+                        except BaseException as exc:
+                            problem = exc
+                    self._round_handoff.serve_until(lambda: all(future.done() for future in futures))
+                finally:
+                    self._round_handoff.close()  # a request still asking is refused, not left waiting
                 sent = [future.result() for future in futures]
             return self._settle_round(wsfunction, param_sets, requests, sent, problem, call_ids)
         finally:
             self._round_halt = None
             self._round_started = None
+            self._round_handoff = None
+
+    def _await_first_wave(self, count: int) -> None:
+        """The round's first wave goes out before the caller's own calls take a slot (bounded by the
+        throttle's own wait: a request that gets no slot is counted as decided)."""
+        started, handoff = self._round_started, self._round_handoff
+        assert started is not None and handoff is not None
+        deadline = time.monotonic() + self.limits.max_wait_s
+        for _ in range(count):
+            handoff.serve_until(lambda: started.acquire(blocking=False) or time.monotonic() > deadline)
 
     def _settle_round(
         self,
@@ -543,8 +558,7 @@ class MoodleClient:
         for (index, chunk), outcome, call_id in zip(requests, sent, call_ids, strict=True):
             # Whatever happened to its neighbours: a create that Moodle did must never be forgotten because
             # the breaker opened on another one, or Redis failed under another one's throttle slot.
-            if isinstance(outcome, Exception):
-                self._withdraw(call_id, wsfunction, chunk, 1)
+            if isinstance(outcome, Exception):  # not sent, so it has no record
                 if isinstance(outcome, SeamError):
                     failures.setdefault(index, outcome)
                 else:
@@ -575,17 +589,28 @@ class MoodleClient:
             raise problem
         return answers
 
-    def _send_or_refusal(self, function: str, params: Mapping[str, Any]) -> _Sent | Exception:
+    def _send_or_refusal(self, function: str, params: Mapping[str, Any], call_id: str) -> _Sent | Exception:
         """`_send` in a worker thread: a throttle that gives no slot (or whose Redis fails), or a halted
         round, is this request's answer, not an exception that would lose what the other threads sent. An
-        answer that stops the run halts the round at once, before this thread takes its next request."""
-        started = self._round_started
-        on_start = started.release if started is not None else None
+        answer that stops the run halts the round at once, before this thread takes its next request.
+        Once the slot is granted, the calling thread writes the write-ahead record; then the request
+        leaves."""
+        started, handoff = self._round_started, self._round_handoff
+        assert started is not None and handoff is not None
+        decided = threading.Event()
+
+        def on_start() -> None:
+            try:
+                handoff.ask(lambda: self._announce(function, params, 1, call_id))
+            finally:
+                decided.set()
+                started.release()
+
         try:
             sent = self._send(function, params, on_start)
         except Exception as refusal:  # raised before the request left (a failed post is a _Sent)
-            if on_start is not None:
-                on_start()  # decided, if not sent: nobody waits for it
+            if not decided.is_set():
+                started.release()  # decided, if not sent: nobody waits for it
             return refusal
         if sent.response is not None and self._round_halt is not None:
             _, error = self._interpret(function, sent.response)

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,6 +21,8 @@ import redis as redis_lib
 
 from .errors import ThrottleTimeout
 from .limits import DEFAULT_LIMITS
+
+Idle = Callable[[float], None]  # how a caller waits between tries: sleep, or do other work meanwhile
 
 # Redis's own clock keeps every process on one timeline. Times are microseconds, formatted with
 # %.0f because Lua would otherwise print large numbers in exponent form and lose precision.
@@ -106,8 +108,9 @@ class Throttle:
         )
         return bool(int(granted)), int(value) / 1_000_000
 
-    def acquire(self) -> Lease:
-        """Wait for a slot; raise ``ThrottleTimeout`` after ``max_wait_s``."""
+    def acquire(self, idle: Idle | None = None) -> Lease:
+        """Wait for a slot; raise ``ThrottleTimeout`` after ``max_wait_s``. `idle(seconds)` is how the
+        caller waits between tries (by default it sleeps)."""
         lease_id = uuid.uuid4().hex
         deadline = time.monotonic() + self.settings.max_wait_s
         while True:
@@ -121,14 +124,14 @@ class Throttle:
                     f"no Moodle call slot for site {self.site!r} within {self.settings.max_wait_s:g} s"
                 )
             # A little jitter keeps waiting processes from waking in lockstep.
-            time.sleep(min(remaining, wait + random.uniform(0, 0.002)))  # noqa: S311
+            (idle or time.sleep)(min(remaining, wait + random.uniform(0, 0.002)))  # noqa: S311
 
     def release(self, lease: Lease) -> None:
         self._redis.zrem(self._keys[0], lease.id)
 
     @contextmanager
-    def slot(self) -> Iterator[Lease]:
-        lease = self.acquire()
+    def slot(self, idle: Idle | None = None) -> Iterator[Lease]:
+        lease = self.acquire(idle)
         try:
             yield lease
         finally:
@@ -163,22 +166,25 @@ class LocalThrottle:
         return wait
 
     @contextmanager
-    def slot(self) -> Iterator[Lease]:
+    def slot(self, idle: Idle | None = None) -> Iterator[Lease]:
         deadline = time.monotonic() + self.settings.max_wait_s
-        with self._cond:
-            while True:
+        while True:
+            with self._cond:
                 now = time.monotonic()
                 wait = self._wait_needed(now)
                 if wait <= 0:
+                    self._in_flight += 1
+                    self._last_start = now
+                    self._starts.append(now)
                     break
                 if now >= deadline:
                     raise ThrottleTimeout(
                         f"no Moodle call slot for site {self.site!r} within {self.settings.max_wait_s:g} s"
                     )
-                self._cond.wait(min(wait, deadline - now))
-            self._in_flight += 1
-            self._last_start = now
-            self._starts.append(now)
+                if idle is None:
+                    self._cond.wait(min(wait, deadline - now))
+                    continue
+            idle(min(wait, deadline - now, self.settings.poll_s))  # outside the lock: others go on
         try:
             yield Lease(uuid.uuid4().hex, now)
         finally:

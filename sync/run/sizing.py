@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+from statistics import median
 from typing import Any
 
 from ..moodle.encoding import count_variables, request_budget
@@ -9,14 +11,22 @@ from ..moodle.encoding import count_variables, request_budget
 
 class CallSizer:
     """How many users go into one write call: under the site's max_input_vars, and about `target_ms` of
-    Moodle's time at the time per user it has shown so far (a running average), in groups a multiple of
-    the site's concurrency so that side-by-side calls finish together."""
+    Moodle's time at the time per user it has shown lately, in groups a multiple of the site's concurrency so
+    that side-by-side calls finish together.
+
+    Moodle's time per user is the median of the last three rounds (the first guess counting as one): one
+    slow round is an accident (a stall, a lock wait) and must not make the rest of the run send more,
+    smaller calls; two slow rounds are the site's pace."""
 
     def __init__(self, max_input_vars: int, target_ms: float, concurrency: int, ms_per_user: float = 6.0):
         self.max_input_vars = max_input_vars
         self.target_ms = target_ms
         self.concurrency = max(1, concurrency)
-        self.ms_per_user = ms_per_user
+        self._seen: deque[float] = deque([ms_per_user], maxlen=3)
+
+    @property
+    def ms_per_user(self) -> float:
+        return median(self._seen)
 
     def groups(self, items: list, sample: dict[str, Any]) -> list[list]:
         if not items:
@@ -34,5 +44,4 @@ class CallSizer:
     def observe(self, users: int, elapsed_ms: float, side_by_side: int) -> None:
         """What a round of calls showed: the time per user, each call having run beside the others."""
         if users:
-            seen = elapsed_ms * max(1, side_by_side) / users
-            self.ms_per_user = 0.7 * self.ms_per_user + 0.3 * seen
+            self._seen.append(elapsed_ms * max(1, side_by_side) / users)

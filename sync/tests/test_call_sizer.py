@@ -35,8 +35,19 @@ def test_a_thousand_people_on_two_connections_go_in_four_equal_calls():
 def test_it_learns_that_moodle_got_slower_and_sends_smaller_calls():
     sizer = CallSizer(5000, target_ms=2000, concurrency=2)
     before = len(sizer.groups(list(range(1000)), PERSON)[0])
-    # Two calls side by side took 8 s for 1,000 people: 16 ms a person each, not 6.
+    # Two rounds of two calls side by side took 8 s for 1,000 people: 16 ms a person each, not 6.
     sizer.observe(1000, 8000, side_by_side=2)
-    assert sizer.ms_per_user == pytest.approx(0.7 * 6 + 0.3 * 16)
+    sizer.observe(1000, 8000, side_by_side=2)
+    assert sizer.ms_per_user == pytest.approx(16)
     after = len(sizer.groups(list(range(1000)), PERSON)[0])
     assert after < before and after * sizer.ms_per_user <= 2000
+
+
+def test_one_stalled_round_does_not_make_the_rest_of_the_run_send_smaller_calls():
+    sizer = CallSizer(5000, target_ms=2000, concurrency=2)
+    sizer.observe(2000, 6000, side_by_side=2)  # Moodle's pace: 6 ms a person
+    before = sizer.groups(list(range(1000)), PERSON)
+    sizer.observe(2000, 60_000, side_by_side=2)  # Moodle stalled for a minute under one round
+    assert sizer.groups(list(range(1000)), PERSON) == before
+    sizer.observe(2000, 6000, side_by_side=2)
+    assert sizer.ms_per_user == pytest.approx(6)

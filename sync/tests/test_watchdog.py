@@ -38,11 +38,11 @@ def fail_redis_at_slot(monkeypatch, nth: int) -> None:
     real_slot = Throttle.slot
     asked = []
 
-    def slot(self):
+    def slot(self, idle=None):
         asked.append(1)
         if len(asked) == nth:
             raise redis_lib.ConnectionError("Connection closed by server.")
-        return real_slot(self)
+        return real_slot(self, idle)
 
     monkeypatch.setattr(Throttle, "slot", slot)
 
@@ -240,9 +240,9 @@ def test_redis_failing_as_a_slot_is_given_back_loses_no_answer(sync_site, moodle
     slots = []
 
     @contextlib.contextmanager
-    def slot_whose_release_fails(self):
+    def slot_whose_release_fails(self, idle=None):
         slots.append(1)
-        with real_slot(self):
+        with real_slot(self, idle):
             yield
         if len(slots) in (5, 6, 7):  # the answers of a create round are in hand when Redis goes
             raise redis_lib.ConnectionError("Connection closed by server.")

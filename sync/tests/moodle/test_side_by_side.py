@@ -57,6 +57,35 @@ def test_groups_go_side_by_side_never_above_the_site_limit_and_answer_in_order(s
     assert len(sim.users()) == before + 40
 
 
+def test_a_call_is_written_ahead_only_once_its_slot_is_granted_and_by_the_calling_thread(sim, make_client):
+    """A process killed while requests wait for slots must leave no record of a call that never left."""
+    announced: list[tuple[str, int]] = []
+    client = make_client(
+        limits=TWO_AT_A_TIME,
+        on_send=lambda record: announced.append((record.function, threading.get_ident())),
+    )
+    looked_up: list = []
+    sim.hold(CREATE)
+    sender = threading.Thread(
+        target=lambda: client.create_users_side_by_side(
+            [new_people(10 * g, 10) for g in range(6)],
+            # the caller's own call waits for a slot the round holds, and must not block the round
+            meanwhile=lambda: looked_up.append(client.get_users_by_field("username", ["p00000"])),
+        )
+    )
+    sender.start()
+    try:
+        wait_for(lambda: sim.stats()["in_flight"] == 2)
+        assert sim.stats()["in_flight"] == 2
+        assert [function for function, _ in announced] == [CREATE, CREATE]  # four more wait, unwritten
+    finally:
+        sim.release()
+        sender.join()
+    assert len(looked_up) == 1
+    assert len(announced) == sim.stats()["total_calls"] == 7
+    assert {thread for _, thread in announced} == {sender.ident}
+
+
 def test_a_breaker_opening_mid_round_keeps_what_the_other_call_created(sim, make_client):
     breaker = BreakerConfig(window_s=60, min_calls=1, error_rate=0.4, latency_p90_ms=None, cooldown_s=60)
     client = make_client(limits=TWO_AT_A_TIME, breaker=breaker, retry=RetryPolicy(attempts=3, base_s=0.01))

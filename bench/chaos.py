@@ -634,7 +634,8 @@ def notes(row: dict) -> str:
         )
         parts.append(f"CallLog minus Moodle: {diff}")
     if row.get("calllog_left_sending"):
-        parts.append(f"{row['calllog_left_sending']} rows left 'sending'")
+        left = row["calllog_left_sending"]
+        parts.append(f"{left} row{'' if left == 1 else 's'} left 'sending'")
     if row.get("kills"):
         parts.append(f"{len(row['kills'])} kills")
     for line in row.get("critical_log_lines", []):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from statistics import median
+from statistics import median_low
 from typing import Any
 
 from ..moodle.encoding import count_variables, request_budget
@@ -14,19 +14,21 @@ class CallSizer:
     Moodle's time at the time per user it has shown lately, in groups a multiple of the site's concurrency so
     that side-by-side calls finish together.
 
-    Moodle's time per user is the median of the last three rounds (the first guess counting as one): one
-    slow round is an accident (a stall, a lock wait) and must not make the rest of the run send more,
-    smaller calls; two slow rounds are the site's pace."""
+    Moodle's time per user is the lower median of the last three rounds (the first guess until a round has
+    been seen): one slow round is an accident (a stall, a lock wait) and must not make the rest of the run
+    send more, smaller calls; two slow rounds are the site's pace. The guess is not one of the three: a run
+    of a few batches would otherwise fall back to it after one stall."""
 
     def __init__(self, max_input_vars: int, target_ms: float, concurrency: int, ms_per_user: float = 6.0):
         self.max_input_vars = max_input_vars
         self.target_ms = target_ms
         self.concurrency = max(1, concurrency)
-        self._seen: deque[float] = deque([ms_per_user], maxlen=3)
+        self._guess = ms_per_user
+        self._seen: deque[float] = deque(maxlen=3)
 
     @property
     def ms_per_user(self) -> float:
-        return median(self._seen)
+        return median_low(self._seen) if self._seen else self._guess
 
     def groups(self, items: list, sample: dict[str, Any]) -> list[list]:
         if not items:

@@ -51,3 +51,12 @@ def test_one_stalled_round_does_not_make_the_rest_of_the_run_send_smaller_calls(
     assert sizer.groups(list(range(1000)), PERSON) == before
     sizer.observe(2000, 6000, side_by_side=2)
     assert sizer.ms_per_user == pytest.approx(6)
+
+
+def test_a_stall_after_the_first_round_keeps_the_pace_seen_not_the_first_guess():
+    sizer = CallSizer(5000, target_ms=2000, concurrency=2)
+    sizer.observe(2000, 800, side_by_side=2)  # Moodle is fast: 0.8 ms a person, not the guessed 6
+    before = sizer.groups(list(range(1000)), PERSON)
+    sizer.observe(2000, 60_000, side_by_side=2)  # then one round stalls
+    assert sizer.ms_per_user == pytest.approx(0.8)
+    assert sizer.groups(list(range(1000)), PERSON) == before

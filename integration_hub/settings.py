@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Every page needs a login unless its view is marked @login_not_required (login, /healthz).
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Times on every page in the viewer's zone (their Preference, else TIME_ZONE).
+    "web.middleware.ViewerTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -218,6 +220,21 @@ RUN_RESEND_S = env.int("RUN_RESEND_S", default=300)
 LOCK_WAIT_RETRY_S = env.float("LOCK_WAIT_RETRY_S", default=15.0)
 # Uploaded source files (CSV uploads on the Start-a-run page).
 UPLOAD_DIR = Path(env.str("UPLOAD_DIR", default=str(BASE_DIR / "var" / "uploads")))
+# A larger upload is refused by the form, naming the limit and the file's size; past the limit its bytes are
+# counted but no longer kept (sync.uploads.UploadSizeLimit), so a huge file costs neither memory nor disk.
+UPLOAD_MAX_MB = env.int("UPLOAD_MAX_MB", default=50)
+# An uploaded file is kept until a real run has read it, or for this long (a dry run's "Run this for real"
+# reads the same file); the watchdog task deletes what is past that.
+UPLOAD_KEEP_HOURS = env.int("UPLOAD_KEEP_HOURS", default=24)
+FILE_UPLOAD_HANDLERS = [
+    "sync.uploads.UploadSizeLimit",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Files above this go to a temporary file while the request is read, not to memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# The request body apart from its files (form fields): files are bounded by UPLOAD_MAX_MB, not by this.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 # The scheduler is called silent when its heartbeat task has not finished for this long.
 SCHEDULER_STALE_AFTER_S = env.int("SCHEDULER_STALE_AFTER_S", default=180)

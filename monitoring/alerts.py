@@ -10,7 +10,7 @@ notice twice.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -37,15 +37,26 @@ def raise_alert(
     site=None,
     run=None,
     severity: str = Alert.Severity.CRITICAL,
+    times: dict[str, datetime] | None = None,
 ) -> Alert:
-    """Open the alert for `key`, or count a repeat of the one already open."""
+    """Open the alert for `key`, or count a repeat of the one already open.
+
+    A title or detail that mentions an instant says "{name}" and passes the instant in `times`: the text
+    is written out in each reader's zone when shown or sent, never stored as "04:06 UTC"."""
     now = timezone.now()
+    stamps = stored_times(times)
     for _ in range(2):  # a concurrent insert of the same key loses the race once, then counts a repeat
         updated = (
             Alert.objects.filter(key=key)
             .exclude(status=Alert.Status.RESOLVED)
             .update(
-                count=F("count") + 1, last_seen_at=now, title=title, detail=detail, run=run, severity=severity
+                count=F("count") + 1,
+                last_seen_at=now,
+                title=title,
+                detail=detail,
+                times=stamps,
+                run=run,
+                severity=severity,
             )
         )
         if updated:
@@ -53,11 +64,23 @@ def raise_alert(
         try:
             with transaction.atomic():
                 return Alert.objects.create(
-                    key=key, kind=kind, title=title, detail=detail, site=site, run=run, severity=severity
+                    key=key,
+                    kind=kind,
+                    title=title,
+                    detail=detail,
+                    times=stamps,
+                    site=site,
+                    run=run,
+                    severity=severity,
                 )
         except IntegrityError:
             continue
     raise RuntimeError(f"could not raise alert {key}")
+
+
+def stored_times(times: dict[str, datetime] | None) -> dict[str, str]:
+    """The instants an alert's text names, as JSON: ISO 8601 in UTC."""
+    return {name: at.astimezone(UTC).isoformat() for name, at in (times or {}).items() if at is not None}
 
 
 def resolve_alert(key: str) -> int:
@@ -114,7 +137,7 @@ def mute(prefix: str, reason: str, until: datetime, user) -> AlertMute:
         actor=user,
         action="alert_muted",
         target=prefix[:200],
-        detail=f"until {until:%Y-%m-%d %H:%M} UTC: {reason}",
+        detail=f"until {until.astimezone(UTC).isoformat(timespec='minutes')}: {reason}",
     )
     return muted
 

@@ -24,7 +24,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from sync.crypto import decrypt, encrypt
+from sync.words import counted
+from web.models import zone_or_default
+from web.templatetags.hub import fill_times, format_when
 
+from .kinds import AlertKind
 from .models import Alert, AlertChannel, AuditEntry, Delivery
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,19 @@ def alert_url(alert: Alert) -> str:
     return getattr(settings, "HUB_BASE_URL", "").rstrip("/") + path
 
 
+def notice_zone():
+    """The zone notices write times in: a channel reaches many people, so the hub's TIME_ZONE, and every
+    time it writes names the zone. Webhooks also carry the instants as ISO 8601 for machines."""
+    return zone_or_default(settings.TIME_ZONE)
+
+
+def notice_text(alert: Alert, field: str, tz=None) -> str:
+    """The alert's title or detail with the instants it names written in `tz` (the notice zone)."""
+    return fill_times(
+        getattr(alert, field) or "", alert.times, tz=tz or notice_zone(), anchor=alert.last_seen_at
+    )
+
+
 def payload(alert: Alert, event: str) -> dict:
     return {
         "event": event,
@@ -81,8 +98,8 @@ def payload(alert: Alert, event: str) -> dict:
             "kind": alert.kind,
             "severity": alert.severity,
             "status": alert.status,
-            "title": alert.title,
-            "detail": alert.detail,
+            "title": notice_text(alert, "title"),
+            "detail": notice_text(alert, "detail"),
             "site": alert.site.slug if alert.site_id else None,
             "count": alert.count,
             "first_seen_at": alert.first_seen_at.isoformat(),
@@ -93,20 +110,22 @@ def payload(alert: Alert, event: str) -> dict:
 
 
 def subject(alert: Alert, event: str) -> str:
-    return f"[{EVENT_WORDS.get(event, event)}] [{alert.severity}] {alert.title}"[:250]
+    return f"[{EVENT_WORDS.get(event, event)}] [{alert.severity}] {notice_text(alert, 'title')}"[:250]
 
 
 def text_body(alert: Alert, event: str) -> str:
+    tz = notice_zone()
     lines = [subject(alert, event), ""]
     if event == Delivery.Event.RECOVERY:
-        lines.append(f"This problem cleared at {alert.resolved_at or timezone.now():%Y-%m-%d %H:%M} UTC.")
+        lines.append(f"This problem cleared at {format_when(alert.resolved_at or timezone.now(), tz)}.")
     else:
-        lines.append(alert.detail)
+        lines.append(notice_text(alert, "detail", tz))
     lines += [
         "",
         f"Site: {alert.site.name if alert.site_id else '(the hub)'}",
-        f"Seen {alert.count} time(s), first {alert.first_seen_at:%Y-%m-%d %H:%M} UTC, "
-        f"last {alert.last_seen_at:%Y-%m-%d %H:%M} UTC.",
+        f"Seen {counted(alert.count, 'time')}, first {format_when(alert.first_seen_at, tz)}, "
+        f"last {format_when(alert.last_seen_at, tz)}.",
+        f"Times are in {tz.key}.",
         f"Alerts page: {alert_url(alert)}",
     ]
     return "\n".join(lines)
@@ -256,20 +275,38 @@ def enable(channel: AlertChannel, user) -> bool:
 
 
 def send_test(channel: AlertChannel, user, http: httpx.BaseTransport | None = None) -> str:
-    """Send a made-up notice so an admin can check the channel; returns "" or why it failed. The alert is
-    not saved (there is no problem to record) and a failure does not disable the channel."""
+    """Send a made-up notice so an admin can check the channel; returns "" or why it failed.
+
+    The attempt is a Delivery row like any other, so a failed test shows under the channel's last
+    deliveries with its error. A Delivery needs an alert: the test notice is saved as an alert of kind
+    "test" that is resolved from the start (no problem is open, nothing re-notifies it) and the alerts page
+    leaves out. A failure does not disable the channel: the admin is looking at it already.
+    """
     now = timezone.now()
-    alert = Alert(
-        key="test", kind="test", severity=Alert.Severity.WARNING,
+    alert = Alert.objects.create(
+        key="test", kind=AlertKind.TEST, severity=Alert.Severity.WARNING,
+        status=Alert.Status.RESOLVED, resolved_at=now,
         title="Test notice from the Integration Hub",
         detail="An administrator sent this to check the channel. Nothing is wrong.",
         first_seen_at=now, last_seen_at=now,
     )  # fmt: skip
+    started = time.monotonic()
     try:
         transport_for(channel, http=http).notify(alert, Delivery.Event.FIRING)
         error = ""
     except TransportError as exc:
-        error = exc.message
+        error = exc.message[:500]
+    except Exception:  # a bug in a transport: say so on the page instead of a server error
+        logger.exception("test notice through channel %s failed unexpectedly", channel.pk)
+        error = "an unexpected problem inside the hub (the log has the details)"
+    Delivery.objects.create(
+        alert=alert,
+        channel=channel,
+        event=Delivery.Event.FIRING,
+        ok=not error,
+        error=error,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
     AuditEntry.objects.create(
         actor=user, action="channel_tested", target=channel.name[:200], detail=error or "delivered"
     )

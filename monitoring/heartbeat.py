@@ -154,7 +154,8 @@ def _raise_auth_alert(site: MoodleSite, masked: str, exc: MoodleError) -> None:
         auth_key(site.slug),
         kind=AlertKind.AUTH_FAILURE,
         site=site,
-        title=f"{site.name}: Moodle rejected the token {masked} at {timezone.now():%H:%M} UTC{code}",
+        title=f"{site.name}: Moodle rejected the token {masked} at {{refused}}{code}",
+        times={"refused": timezone.now()},
         detail=(
             f"The heartbeat probe ({PROBE_FUNCTION}) was refused: {exc.message or exc.category}. "
             "Runs on this site will stop at their first call. Check the token in Moodle (revoked, expired, "

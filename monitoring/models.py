@@ -164,6 +164,12 @@ class Alert(models.Model):
     status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
     title = models.CharField(max_length=300)
     detail = models.TextField(blank=True, help_text="What happened and what to do next.")
+    times = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Instants the title and detail name as {placeholders}, in ISO 8601 (UTC): shown in the "
+        "reader's zone.",
+    )
     count = models.PositiveIntegerField(default=1)
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
@@ -259,6 +265,7 @@ class Delivery(models.Model):
     at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name_plural = "deliveries"
         ordering = ["-at"]
         indexes = [models.Index(fields=["alert", "-at"], name="delivery_alert_at")]
 
@@ -319,6 +326,7 @@ class AuditEntry(models.Model):
     detail = models.TextField(blank=True)
 
     class Meta:
+        verbose_name_plural = "audit entries"
         ordering = ["-at"]
         indexes = [models.Index(fields=["-at"], name="audit_at")]
 

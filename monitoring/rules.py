@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -30,6 +30,7 @@ from sync.models import GuardOverride, MoodleSite, ServiceToken, SyncRun
 from sync.moodle.audit import SENDING
 from sync.run.connect import shared_redis
 from sync.run.locks import lock_info
+from sync.words import counted
 
 from .alerts import raise_alert, resolve_alert, supersede_alert
 from .kinds import AlertKind, auth_key, guard_override_key, site_unavailable_key
@@ -52,6 +53,8 @@ class Problem:
     detail: str
     site: MoodleSite | None = None
     run: SyncRun | None = None
+    # The instants the detail names as "{name}": written out in each reader's zone, never baked in.
+    times: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def _auth_problem(site: MoodleSite, refused: list[dict], alert: Alert | None) ->
     detail = (
         alert.detail
         if alert
-        else f"{calls} call(s) to {functions} were refused. Check the token in Moodle: expired, IP "
+        else f"{counted(calls, 'call')} to {functions} {'was' if calls == 1 else 'were'} refused. "
+        "Check the token in Moodle: expired, IP "
         "restriction, the service's functions, the token's user suspended or missing a capability."
     )
     standby = (
@@ -181,12 +185,13 @@ def run_over_budget(now: datetime) -> list[Problem]:
                     AlertKind.RUN_BUDGET,
                     CRITICAL,
                     f"{run.site.name}: run #{run.pk} has been running longer than its {budget} budget",
-                    f"Run #{run.pk} ({run.get_kind_display()}) started {run.started_at:%Y-%m-%d %H:%M} UTC "
+                    f"Run #{run.pk} ({run.get_kind_display()}) started {{started}} "
                     f"and has done {run.progress_done} of {run.progress_total}. Open the run: if it is still "
                     "making progress Moodle is slow (check the breaker and latency); if not, see the Locks "
                     "page.",
                     site=run.site,
                     run=run,
+                    times={"started": run.started_at},
                 )
             )
     return problems
@@ -202,7 +207,7 @@ def _stuck_advice(run: SyncRun, now: datetime, locks: str) -> str:
             "running: start one."
         )
     return (
-        f"Its worker is alive (last sign of life at {run.heartbeat_at:%H:%M:%S} UTC): the run's events say "
+        "Its worker is alive (last sign of life at {heartbeat}): the run's events say "
         "what it waits for (Moodle's breaker or maintenance, the site's call budget). Cancel ends it after "
         "the call in flight; if nothing moves, the worker's log shows where it hangs."
     )
@@ -225,10 +230,11 @@ def stuck_runs(now: datetime) -> list[Problem]:
             CRITICAL,
             f"{run.site.name}: run #{run.pk} made no progress for "
             f"{_minutes((now - run.progress).total_seconds())}",
-            f"Run #{run.pk} is running but its last progress was at {run.progress:%Y-%m-%d %H:%M} UTC. "
+            f"Run #{run.pk} is running but its last progress was at {{progress}}. "
             + _stuck_advice(run, now, locks),
             site=run.site,
             run=run,
+            times={"progress": run.progress, "heartbeat": run.heartbeat_at},
         )
         for run in runs
     ]
@@ -257,7 +263,7 @@ def transient_rate(now: datetime) -> list[Problem]:
                 AlertKind.TRANSIENT_RATE,
                 WARNING,
                 f"{site.name}: {rate:.0%} of Moodle calls failed transiently",
-                f"{row['transient']} of {row['calls']} calls in the last "
+                f"{row['transient']} of {counted(row['calls'], 'call')} in the last "
                 f"{_minutes(settings.ALERT_WINDOW_S)} were "
                 f"timeouts, 5xx or connection errors (the threshold is {settings.ALERT_TRANSIENT_RATE:.0%}). "
                 "Moodle or the network is struggling: check the site's load and the breaker; retries are "
@@ -286,17 +292,18 @@ def token_expiry(now: datetime) -> list[Problem]:
             continue
         threshold = passed[0]
         page = _url("sync:site_tokens", token.site.slug, fallback=f"/sites/{token.site.slug}/tokens/")
-        when = "has expired" if days < 0 else f"expires in {days} day(s)"
+        when = "has expired" if days < 0 else f"expires in {counted(days, 'day')}"
         problems.append(
             Problem(
                 f"token_expiry:{token.pk}:{threshold}",
                 AlertKind.TOKEN_EXPIRY,
                 CRITICAL if threshold <= 7 else WARNING,
                 f"{token.site.name}: {token.get_status_display().lower()} token {token.masked} {when}",
-                f"Valid until {token.valid_until:%Y-%m-%d %H:%M} UTC. Create a new token in Moodle, add it "
+                f"Valid until {{valid_until}}. Create a new token in Moodle, add it "
                 f"as standby on the token page ({page}), verify and promote it, then revoke this one in "
                 "Moodle.",
                 site=token.site,
+                times={"valid_until": token.valid_until},
             )
         )
     return problems
@@ -326,11 +333,12 @@ def breaker_open(now: datetime) -> list[Problem]:
                 CRITICAL,
                 f"{site.name}: Moodle calls have been paused for "
                 f"{_minutes((now - opened.at).total_seconds())}",
-                f"The circuit breaker opened at {opened.at:%H:%M} UTC "
+                "The circuit breaker opened at {opened} "
                 f"({opened.reason or latest.reason or 'errors'}) "
                 "and its probes keep failing. Check that Moodle is up (maintenance mode, database load); "
                 "runs resume by themselves once a probe succeeds.",
                 site=site,
+                times={"opened": opened.at},
             )
         )
     return problems
@@ -383,14 +391,15 @@ def schedules(now: datetime) -> list[Problem]:
                     AlertKind.SCHEDULE_MISSED,
                     CRITICAL,
                     f"{site.name}: “{task.name}” did not run",
-                    f"It was due at {due:%Y-%m-%d %H:%M} UTC and the scheduler has not sent it"
-                    f"{f' (last sent {task.last_run_at:%Y-%m-%d %H:%M} UTC)' if task.last_run_at else ''}. "
+                    "It was due at {due} and the scheduler has not sent it"
+                    f"{' (last sent {last_sent})' if task.last_run_at else ''}. "
                     "Check that celery beat is running and the schedule is enabled in the admin.",
                     site=site,
+                    times={"due": due, "last_sent": task.last_run_at},
                 )
             )
             continue
-        late = _late_start(task, site, kwargs.get("kind", "incremental"), now, drift)
+        late, times = _late_start(task, site, kwargs.get("kind", "incremental"), now, drift)
         if late:
             problems.append(
                 Problem(
@@ -400,15 +409,19 @@ def schedules(now: datetime) -> list[Problem]:
                     f"{site.name}: “{task.name}” did not start on time",
                     late,
                     site=site,
+                    times=times,
                 )
             )
     return problems
 
 
-def _late_start(task, site: MoodleSite, kind: str, now: datetime, drift: timedelta) -> str:
+def _late_start(
+    task, site: MoodleSite, kind: str, now: datetime, drift: timedelta
+) -> tuple[str, dict[str, datetime]]:
+    """Why a sent schedule has not started on time ("" when it has), and the instants the text names."""
     sent = task.last_run_at
     if sent is None or now - sent <= drift:
-        return ""
+        return "", {}
     run = (
         SyncRun.objects.filter(
             site=site, kind=kind, trigger=RunTrigger.SCHEDULE, created_at__gte=sent - timedelta(minutes=1)
@@ -418,21 +431,20 @@ def _late_start(task, site: MoodleSite, kind: str, now: datetime, drift: timedel
     )
     if run is None:
         return (
-            f"The scheduler sent it at {sent:%H:%M} UTC but no worker has picked it up. Check that a celery "
+            "The scheduler sent it at {sent} but no worker has picked it up. Check that a celery "
             "worker is running and the queue is not backed up."
-        )
+        ), {"sent": sent}
     if run.status == RunStatus.SKIPPED:
-        return ""
+        return "", {}
     if run.started_at is None:
-        return (
-            f"Run #{run.pk} was queued at {run.created_at:%H:%M} UTC and has not started: is a worker free?"
-        )
+        queued = f"Run #{run.pk} was queued at {{queued}} and has not started: is a worker free?"
+        return queued, {"queued": run.created_at}
     if run.started_at - sent > drift:
         return (
             f"Run #{run.pk} started {_minutes((run.started_at - sent).total_seconds())} after it was due. "
             "The workers are too busy or were down; check the queue."
-        )
-    return ""
+        ), {}
+    return "", {}
 
 
 def unavailable_sites(now: datetime) -> list[Problem]:
@@ -445,14 +457,22 @@ def unavailable_sites(now: datetime) -> list[Problem]:
         finding = next((f for f in states[site.pk].findings if f.key == "probe_unavailable"), None)
         if finding is None:
             continue
+        detail, times = f"{finding.reason} {finding.next_step}", {}
+        probe = states[site.pk].probe
+        if probe is not None:
+            # The finding writes the probe's time for a page ("05:06 CET"); an alert keeps it as data.
+            shown = timezone.localtime(probe.at).strftime("%H:%M %Z")
+            if shown in detail:
+                detail, times = detail.replace(shown, "{probe_at}", 1), {"probe_at": probe.at}
         problems.append(
             Problem(
                 site_unavailable_key(site.slug),
                 AlertKind.SITE_UNAVAILABLE,
                 WARNING,
                 f"{site.name}: Moodle does not answer the hub's probe",
-                f"{finding.reason} {finding.next_step}",
+                detail,
                 site=site,
+                times=times,
             )
         )
     return problems
@@ -476,7 +496,7 @@ def guard_overrides(now: datetime) -> list[Problem]:
                 CRITICAL,
                 f"{override.site.name}: {who} "
                 + ("asks to go" if pending else "went")
-                + f" past the blast-radius guard for {override.count:,} users",
+                + f" past the blast-radius guard for {counted(override.count, 'user', grouped=True)}",
                 f"Override #{override.pk}: {override.count:,} of {override.linked_users:,} linked users, the "
                 f"site's limit being {override.limit:,}. Reason: {override.reason}"
                 + (" A second admin must confirm or reject it." if pending else ""),
@@ -590,6 +610,7 @@ def evaluate(now: datetime | None = None, rules: list[Rule] | None = None) -> Ev
                 site=problem.site,
                 run=problem.run,
                 severity=problem.severity,
+                times=problem.times,
             )
             result.raised += 1
 

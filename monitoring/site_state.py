@@ -22,7 +22,6 @@ from Redis), so the Overview's cost does not grow with the number of sites.
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -54,6 +53,7 @@ from sync.models import (
     SyncRun,
 )
 from sync.moodle.breaker import CLOSED, HALF_OPEN, BreakerState
+from sync.words import counted
 
 from . import charts, heartbeat, metrics
 from .kinds import AlertKind
@@ -145,20 +145,13 @@ def _url(name: str, *args, query: dict | None = None) -> str | None:
         return None
 
 
-def _hhmm(value: datetime | float | None, tz_name: str) -> str:
+def _hhmm(value: datetime | float | None) -> str:
+    """A time in the active zone (on a page, the viewer's), named."""
     if value is None:
         return "?"
     if not isinstance(value, datetime):
         value = datetime.fromtimestamp(value, tz=UTC)
-    local = timezone.localtime(value, _zone(tz_name))
-    return local.strftime("%H:%M %Z")
-
-
-def _zone(name: str):
-    try:
-        return zoneinfo.ZoneInfo(name or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
+    return timezone.localtime(value).strftime("%H:%M %Z")
 
 
 def _slow_ms() -> float:
@@ -294,7 +287,7 @@ class _Findings:
 
     def __init__(self, site: MoodleSite, facts: _Facts, breaker: BreakerState | None, now: datetime):
         self.site = site
-        self.tz = site.time_zone
+
         self.probe = facts.probes.get(site.pk)
         self.breaker = breaker
         self.paused = facts.paused.get(site.pk)
@@ -334,7 +327,7 @@ class _Findings:
         return self.found
 
     def _token(self) -> None:
-        active, tz = self.active, self.tz
+        active = self.active
         auth = (AlertKind.AUTH_FAILURE,)
         if active is None:
             self.add(
@@ -348,7 +341,7 @@ class _Findings:
             )
             return
         if active.valid_until is not None and active.valid_until <= self.now:
-            local = timezone.localtime(active.valid_until, _zone(tz))
+            local = timezone.localtime(active.valid_until)
             self.add(
                 FAILING,
                 "token_expired",
@@ -363,7 +356,7 @@ class _Findings:
             self.add(
                 FAILING,
                 "token_refused",
-                f"Moodle refused the token {active.masked} at {_hhmm(active.refused_at, tz)} "
+                f"Moodle refused the token {active.masked} at {_hhmm(active.refused_at)} "
                 f"({active.refused_code}"
                 + (f" on {active.refused_function}" if active.refused_function else "")
                 + ").",
@@ -388,7 +381,7 @@ class _Findings:
             )
 
     def _probe(self) -> None:
-        probe, tz = self.probe, self.tz
+        probe = self.probe
         if probe is None:
             return
         if not probe.ok and probe.error_category in heartbeat.BROKEN:
@@ -399,7 +392,7 @@ class _Findings:
                     self.add(
                         FAILING,
                         "probe_refused",
-                        f"Moodle rejected the token at {_hhmm(probe.at, tz)}: {_short(probe.error)}",
+                        f"Moodle rejected the token at {_hhmm(probe.at)}: {_short(probe.error)}",
                         "Check the token in Moodle (revoked, expired, IP restriction, its user suspended); "
                         "promote a verified standby or add a new token.",
                         self.tokens_url,
@@ -410,7 +403,7 @@ class _Findings:
                 self.add(
                     FAILING,
                     "probe_broken",
-                    f"The last probe at {_hhmm(probe.at, tz)} failed: {_short(probe.error)}",
+                    f"The last probe at {_hhmm(probe.at)} failed: {_short(probe.error)}",
                     "Fix the Moodle service set-up named above.",
                     self.tokens_url,
                     "Tokens",
@@ -432,7 +425,7 @@ class _Findings:
             self.add(
                 DEGRADED,
                 "probe_unavailable",
-                f"The last probe at {_hhmm(probe.at, tz)} could not reach Moodle: {_short(probe.error)}",
+                f"The last probe at {_hhmm(probe.at)} could not reach Moodle: {_short(probe.error)}",
                 "Usually clears by itself; if it persists, check the Moodle site and the network path.",
                 self.errors_url,
                 "Errors",
@@ -442,7 +435,7 @@ class _Findings:
             self.add(
                 DEGRADED,
                 "probe_slow",
-                f"The last probe at {_hhmm(probe.at, tz)} took {probe.latency_ms / 1000:.1f} s "
+                f"The last probe at {_hhmm(probe.at)} took {probe.latency_ms / 1000:.1f} s "
                 f"(slow above {_slow_ms() / 1000:g} s).",
                 "Moodle is answering slowly; runs will be slower. Check the Moodle server's load.",
                 self.errors_url,
@@ -493,14 +486,14 @@ class _Findings:
             )
 
     def _moodle_load(self) -> None:
-        breaker, tz = self.breaker, self.tz
+        breaker = self.breaker
         if breaker is not None and breaker.state != CLOSED:
             why = breaker.reason or "of errors"
-            opened = f"The breaker opened at {_hhmm(breaker.opened_at, tz)} because {why}"
+            opened = f"The breaker opened at {_hhmm(breaker.opened_at)} because {why}"
             if breaker.state == HALF_OPEN:
                 reason = f"{opened}; one probe call is checking the site now."
             else:
-                probe = _hhmm(breaker.next_probe_at, tz)
+                probe = _hhmm(breaker.next_probe_at)
                 reason = f"{opened}; calls are paused and will be probed again at {probe}."
             self.add(
                 DEGRADED,
@@ -518,7 +511,8 @@ class _Findings:
             self.add(
                 DEGRADED,
                 "transient_rate",
-                f"{failed} of {total} calls ({failed / total:.0%}) in the last {minutes} min failed "
+                f"{failed} of {counted(total, 'call')} ({failed / total:.0%}) in the last {minutes} min "
+                "failed "
                 "transiently and were retried.",
                 "Usually Moodle under load; see which functions and errors on the errors page.",
                 self.errors_url,

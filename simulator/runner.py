@@ -55,19 +55,35 @@ def build(options: Options) -> SimulatorApp:
 
 
 def run(options: Options, out: TextIO = sys.stdout) -> None:
-    """Serve in the foreground until interrupted (Ctrl-C or SIGTERM); state is saved on the way out."""
-    app = build(options)
-    httpd = make_threaded_server(app, options.host, options.port)
-    host, port = httpd.server_address[:2]
+    """Serve in the foreground until interrupted (Ctrl-C or SIGTERM); state is saved on the way out.
+
+    Interrupted at any point (seeding included), it stops without a traceback. `make demo` passes on a
+    Ctrl-C as SIGTERM, and a terminal may send both: the second signal, arriving while the state is being
+    saved, is ignored instead of breaking the save."""
+    stopping = False
 
     def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        app = build(options)
+        httpd = make_threaded_server(app, options.host, options.port)
+    except KeyboardInterrupt:
+        out.write("Simulator stopped before it started.\n")
+        out.flush()
+        return
+    host, port = httpd.server_address[:2]
     users = sum(1 for u in app.state.users.values() if not u["deleted"])
     out.write(
         f"Simulated Moodle {app.config.release} listening on http://{host}:{port}/webservice/rest/server.php "
-        f"({users} users; control API {'on at /_sim/' if options.control else 'off'}"
+        f"({users} user{'' if users == 1 else 's'}; "
+        f"control API {'on at /_sim/' if options.control else 'off'}"
         f"{'; token for wsuser ready' if options.token else ''})\n"
     )
     out.flush()
@@ -76,6 +92,7 @@ def run(options: Options, out: TextIO = sys.stdout) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        stopping = True
         httpd.server_close()
         app.save_state()
         out.write("Simulator stopped.\n")

@@ -1,12 +1,14 @@
 import zoneinfo
 
 from django import forms
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from web.filters import EMPTY, SINCE_CHOICES, SINCE_DELTAS, FilterForm, site_field, with_any
-from web.pages import COUNT_CAP
+from web.models import zone_names
 
+from . import search
 from .choices import (
     ConflictKind,
     ConflictStatus,
@@ -23,11 +25,25 @@ from .choices import (
 )
 from .mapping import parse_languages
 from .models import MoodleSite, RecordEvent, SyncSource
+from .uploads import check_csv_upload
 
 
 class SiteForm(forms.ModelForm):
+    """A site's settings (adding and editing, Admins only): every field checked here, so a save never fails
+    half-way. Whether the URL answers as Moodle is checked after the save, as a warning (a site may be set
+    up before the hub can reach it)."""
+
     base_url = forms.URLField(
         assume_scheme="https", help_text="The Moodle site's root, e.g. https://moodle.example.edu"
+    )
+    time_zone = forms.ChoiceField(
+        choices=lambda: [(name, name) for name in zone_names()],
+        initial="UTC",
+        help_text="An IANA zone name (e.g. Europe/Berlin): the nightly reconciliation runs at 02:00 in it.",
+        error_messages={
+            "invalid_choice": "%(value)s is not an IANA time zone name (e.g. Europe/Berlin, "
+            "America/New_York, UTC)."
+        },
     )
 
     class Meta:
@@ -84,7 +100,8 @@ class RecordFilterForm(FilterForm):
         required=False,
         max_length=255,
         label="Search",
-        help_text="External id (exact), or the start of a username, email or name.",
+        help_text="A surname, first name or full name in any order (accents and case do not matter), "
+        "the start of a username or email, or an exact external id.",
     )
     site = site_field()
     status = forms.ChoiceField(choices=with_any(SyncStatus.choices), required=False)
@@ -101,9 +118,9 @@ class RecordFilterForm(FilterForm):
         help_text="With a run: the records it left with this outcome, whatever touched them since.",
     )
 
+    searched_fields = search.SEARCHED_FIELDS
+
     def filter(self, records: QuerySet) -> QuerySet:
-        if q := (self.value("q") or "").strip():
-            records = records.filter(pk__in=_search_ids(records, q))
         if site := self.value("site"):
             records = records.filter(site=site)
         if status := self.value("status"):
@@ -120,25 +137,24 @@ class RecordFilterForm(FilterForm):
             records = records.filter(pk__in=touched.values("record_id"))
         elif run:
             records = records.filter(last_run_id=run)
+        if q := self.search_text:
+            # Last, so that each look-up of the search is capped within the other filters' records.
+            records = records.filter(pk__in=search.matching_ids(records, q))
         return records
 
+    @property
+    def search_text(self) -> str:
+        return (self.value("q") or "").strip()
 
-def _search_ids(records: QuerySet, q: str) -> list[int]:
-    """The records a search matches, by a union of one look-up per way of matching, each through its own
-    index. As one OR with the list's newest-first order, PostgreSQL walks the whole table backwards by id
-    looking for a rare match (0.6 s at a million records)."""
-    ways = (
-        Q(external_id=q),
-        Q(username__istartswith=q),
-        Q(email__istartswith=q),
-        Q(display_name__istartswith=q),
-    )
-    first, *rest = [
-        # One more than the lists count to: past it, the list says "10,000+" as for any long list.
-        records.filter(way).order_by().values_list("pk", flat=True)[: COUNT_CAP + 1]
-        for way in ways
-    ]
-    return list(first.union(*rest))
+    def described_search(self) -> str:
+        """What an empty search looked for and where, in words: the empty list says it rather than guess
+        why the person is missing."""
+        site = self.value("site")
+        narrowed = any(self.value(name) for name in ("status", "category", "run"))
+        return (
+            f"No record matches “{self.search_text}” in {self.searched_fields} "
+            f"on {site.name if site else 'all sites'}{', with the other filters above' if narrowed else ''}"
+        )
 
 
 class DeadLetterFilterForm(FilterForm):
@@ -159,22 +175,12 @@ class DeadLetterFilterForm(FilterForm):
         required=False,
         label="Last failure from",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        help_text="The chosen site's time zone; the hub's for all sites.",
+        help_text="In your time zone (Your settings).",
     )
     until = forms.DateTimeField(
         required=False, label="Last failure to", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
     run = forms.IntegerField(required=False, min_value=1, label="Run #", widget=forms.HiddenInput)
-
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        site = cleaned.get("site")
-        zone = zoneinfo_or_none(site.time_zone) if site else None
-        for name in ("since", "until"):
-            if zone and cleaned.get(name):
-                # Entered as wall-clock time: read it in the site's zone, not the hub's.
-                cleaned[name] = cleaned[name].replace(tzinfo=None).replace(tzinfo=zone)
-        return cleaned
 
     @property
     def chosen_status(self) -> str:
@@ -211,7 +217,8 @@ class DeadLetterFilterForm(FilterForm):
             words.append(f"in {function}")
         if http_status := self.value("http_status"):
             words.append("without an HTTP status" if http_status == EMPTY else f"with HTTP {http_status}")
-        zone = site.time_zone if site else timezone.get_current_timezone_name()
+        # Typed as wall-clock time in the viewer's zone (the active one), as every time on the pages is shown.
+        zone = timezone.get_current_timezone_name()
         since, until = self.value("since"), self.value("until")
         if since and until:
             words.append(f"last failing between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} ({zone})")
@@ -258,19 +265,33 @@ class StartRunForm(forms.Form):
         source = site.source if _has_source(site) else None
         if source is None or source.kind != SourceKind.CSV:
             del self.fields["upload"]
+        else:
+            self.fields["upload"].help_text += (
+                f" At most {settings.UPLOAD_MAX_MB} MB; kept {settings.UPLOAD_KEEP_HOURS} hours for a real "
+                "run after a dry run."
+            )
 
     def clean_upload(self):
         upload = self.cleaned_data.get("upload")
-        if upload and not upload.name.lower().endswith((".csv", ".txt")):
-            raise forms.ValidationError("Upload a .csv file (UTF-8, with a header row).")
+        if upload:
+            check_csv_upload(upload, "Split the file, or put it where the site's source reads it from.")
         return upload
 
     def clean(self) -> dict:
         cleaned = super().clean()
         if not _has_source(self.site):
             raise forms.ValidationError(
-                f"This site has no source yet: add one with python manage.py addsource {self.site.slug} …"
+                "This site has no source yet: an Admin sets it up on the site page (Set up its source and "
+                "mapping)."
             )
+        try:
+            self.site.mapping()
+        except ValueError as exc:
+            # A run would read the whole source only to fail on its first record; say it now.
+            raise forms.ValidationError(
+                f"This site's mapping is not valid, so nothing can run: {exc}. An Admin fixes it on the "
+                "site's mapping page."
+            ) from None
         return cleaned
 
 

@@ -94,17 +94,40 @@ class FieldSpec:
     transforms: tuple[str, ...]
     update: str
     default: str | None = None
+    # A value map, as written in the config (source value -> value to send); looked up through
+    # `lookup`, whose keys are trimmed and case-folded. None when the field has no map.
+    values: tuple[tuple[str, str], ...] | None = None
+    lookup: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
-    def value(self, fields: MappingABC[str, str]) -> str:
+    def value(self, fields: MappingABC[str, str], field: str = "") -> str:
+        """The value for this field from a record's columns; with a value map, the mapped value.
+
+        A value the map does not name takes the default, or makes the record invalid (_Invalid,
+        naming `field`): sending an unknown HR status as-is would be a guess."""
         value = self.constant if self.constant is not None else fields.get(self.source or "", "")
         for name in self.transforms:
             value = TRANSFORMS[name](value)
+        if self.values is not None:
+            mapped = self.lookup.get(_map_key(value))
+            if mapped is not None:
+                return mapped
+            if self.default is not None:
+                return self.default
+            known = ", ".join(key or '""' for key, _ in self.values)
+            raise _Invalid(
+                field, f'{self.source} "{_short(value)}" is not in the value map of {field} ({known})'
+            )
         if not value and self.default is not None:
             value = self.default
         return value
 
     def origin(self) -> str:
-        return f"constant {self.constant!r}" if self.constant is not None else f"column {self.source!r}"
+        where = f"constant {self.constant!r}" if self.constant is not None else f"column {self.source!r}"
+        if self.values is None:
+            return where
+        pairs = ", ".join(f"{key!r} → {value!r}" for key, value in self.values)
+        otherwise = f"otherwise {self.default!r}" if self.default is not None else "anything else is refused"
+        return f"{where} through the value map {pairs}; {otherwise}"
 
 
 @dataclass(frozen=True)
@@ -249,7 +272,7 @@ class Mapping:
         )
 
     def _payload(self, record: SourceRecord) -> dict[str, Any]:
-        values = {name: spec.value(record.fields) for name, spec in self.fields.items()}
+        values = {name: spec.value(record.fields, name) for name, spec in self.fields.items()}
         for name in REQUIRED_FIELDS:
             if not values[name].strip():
                 raise _Invalid(
@@ -269,7 +292,10 @@ class Mapping:
         payload.setdefault("auth", self.auth)
         payload["idnumber"] = payload["idnumber"] or record.external_id
         payload["customfields"] = sorted(
-            ({"type": name, "value": spec.value(record.fields)} for name, spec in self.customfields.items()),
+            (
+                {"type": name, "value": spec.value(record.fields, CUSTOMFIELD_PREFIX + name)}
+                for name, spec in self.customfields.items()
+            ),
             key=lambda item: item["type"],
         )
         return payload
@@ -498,7 +524,7 @@ def _field_spec(spec: object, where: str) -> FieldSpec:
         return FieldSpec(source=spec, constant=None, transforms=("strip",), update="always")
     if not isinstance(spec, dict):
         raise MappingConfigError(f"mapping: '{where}' must be a column name or an object")
-    unknown = sorted(set(spec) - {"source", "constant", "transforms", "update", "default"})
+    unknown = sorted(set(spec) - {"source", "constant", "transforms", "update", "default", "values"})
     if unknown:
         raise MappingConfigError(f"mapping: unknown key '{where}.{unknown[0]}'")
     source, constant = spec.get("source"), spec.get("constant")
@@ -519,9 +545,50 @@ def _field_spec(spec: object, where: str) -> FieldSpec:
     if update not in UPDATE_POLICIES:
         raise MappingConfigError(f"mapping: '{where}.update' must be one of {', '.join(UPDATE_POLICIES)}")
     default = spec.get("default")
-    if default is not None and not isinstance(default, str):
-        raise MappingConfigError(f"mapping: '{where}.default' must be a string")
-    return FieldSpec(source, constant, tuple(transforms), update, default)
+    values = spec.get("values")
+    if values is None:
+        if default is not None and not isinstance(default, str):
+            raise MappingConfigError(f"mapping: '{where}.default' must be a string")
+        return FieldSpec(source, constant, tuple(transforms), update, default)
+    if source is None:
+        raise MappingConfigError(
+            f"mapping: '{where}.values' needs a 'source' column (a constant has only one value)"
+        )
+    if not isinstance(values, dict) or not values:
+        raise MappingConfigError(
+            f"mapping: '{where}.values' must be a non-empty object of source value -> value to send"
+        )
+    pairs, lookup, written = [], {}, {}
+    for key, target in values.items():
+        if not isinstance(key, str):
+            raise MappingConfigError(f"mapping: '{where}.values' keys must be strings, not {key!r}")
+        normalised = _map_key(key)
+        if normalised in lookup:
+            raise MappingConfigError(
+                f"mapping: '{where}.values' has {written[normalised]!r} and {key!r}, which are the same "
+                "value once trimmed and compared without case"
+            )
+        text = _map_value(target, f"{where}.values.{key}")
+        pairs.append((key, text))
+        lookup[normalised] = text
+        written[normalised] = key
+    if default is not None:
+        default = _map_value(default, f"{where}.default")
+    return FieldSpec(source, constant, tuple(transforms), update, default, tuple(pairs), lookup)
+
+
+def _map_key(value: str) -> str:
+    return value.strip().casefold()
+
+
+def _map_value(value: object, where: str) -> str:
+    """A value-map target as the string the field's checks expect: `1` and `true` read as "1", as the
+    HTTP source turns JSON numbers and booleans into text."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | str):
+        return str(value)
+    raise MappingConfigError(f"mapping: '{where}' must be a string, a whole number or true/false")
 
 
 def _same(key: str, ours: Any, theirs: Any) -> bool:

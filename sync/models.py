@@ -261,7 +261,8 @@ class SyncRecord(models.Model):
         indexes = [
             models.Index(fields=["site", "sync_status"], name="record_site_status"),
             models.Index(fields=["site", "moodle_id"], name="record_site_moodle_id"),
-            # The search's prefix indexes (UPPER(col) text_pattern_ops) are made by migration 0007 in SQL.
+            # The search's indexes are made in SQL (sync/search.py): username and email prefixes (UPPER(col)
+            # text_pattern_ops) by migration 0007, the words of display_name (GIN, folded) by 0016.
             models.Index(fields=["external_id"], name="record_external_id"),
         ]
 
@@ -637,6 +638,7 @@ class Discrepancy(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name_plural = "discrepancies"
         ordering = ["kind", "pk"]
         indexes = [
             models.Index(fields=["status", "kind", "-created_at"], name="discrepancy_status_kind"),

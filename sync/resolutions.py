@@ -55,6 +55,7 @@ from .models import (
 from .moodle.errors import SeamError
 from .roles import APPROVE_PERMISSION, check_may_decide
 from .run.connect import NoActiveToken, client_for
+from .words import counted
 
 if TYPE_CHECKING:
     from .moodle.client import MoodleClient
@@ -356,7 +357,7 @@ def approve(
         Discrepancy.objects.filter(resolutions__pk__in=ids).update(status=DiscrepancyStatus.APPROVED)
         RunEvent.objects.create(
             run=run,
-            message=f"{approved} resolution(s) approved by {user.get_username()}"
+            message=f"{counted(approved, 'resolution')} approved by {user.get_username()}"
             + (f" under override #{override.pk}" if override else ""),
         )
         if created and enqueue:
@@ -381,7 +382,8 @@ def _check_override_covers(override: GuardOverride, resolutions: list[Resolution
     weight = sum(guard.weight(r) for r in resolutions if is_destructive(r))
     if weight != override.count:
         raise ResolutionError(
-            f"override #{override.pk} was typed for {override.count:,} users; these are {weight:,}"
+            f"override #{override.pk} was typed for {counted(override.count, 'user', grouped=True)}; "
+            f"these are {weight:,}"
         )
 
 
@@ -447,7 +449,7 @@ def request_override(
             site=site,
             title=f"{site.name}: {user.get_username()} "
             + ("asks to go" if four_eyes else "went")
-            + f" past the blast-radius guard: {verdict.verb} {verdict.count:,} users",
+            + f" past the blast-radius guard: {verdict.verb} {counted(verdict.count, 'user', grouped=True)}",
             detail=f"This {verdict.sentence()}. Reason given: {override.reason}."
             + (" A second admin must confirm it on the override's page." if four_eyes else ""),
         )
@@ -472,7 +474,7 @@ def confirm_override(override: GuardOverride, user) -> SyncRun | None:
             actor=user,
             action="guard.override_confirmed",
             target=f"site {override.site.slug} override #{override.pk}",
-            detail=f"{override.count} users; requested by "
+            detail=f"{counted(override.count, 'user')}; requested by "
             f"{override.requested_by.get_username() if override.requested_by else 'someone'}",
         )
         resolutions = list(override.resolutions.select_related("site", "discrepancy", "conflict"))

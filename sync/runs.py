@@ -3,17 +3,23 @@ run event naming who did it."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from . import dispatch
 from .choices import DeadLetterStatus, RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
-from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun
+from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun, SyncSource
 from .run import watchdog
+from .words import counted
+
+logger = logging.getLogger(__name__)
 
 
 class RunActionError(Exception):
@@ -65,6 +71,137 @@ def save_upload(site: MoodleSite, run: SyncRun, upload) -> Path:
     return path
 
 
+# -- a dry run, then the same for real ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RealRunOffer:
+    """Whether a dry run's page offers "Run this for real", and if not, why not (said on the page)."""
+
+    available: bool
+    reason: str = ""
+    kept_until: datetime | None = None  # an uploaded file: when it expires unless a real run reads it first
+    real_run: SyncRun | None = None  # the real run already started with the dry run's uploaded file
+
+
+def upload_expires_at(path: Path) -> datetime | None:
+    """When an uploaded file expires (UPLOAD_KEEP_HOURS after it was saved); None when it is gone."""
+    try:
+        saved = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+    except OSError:
+        return None
+    return saved + timedelta(hours=settings.UPLOAD_KEEP_HOURS)
+
+
+def _real_run_with_file(site_id: int, source_file: str) -> SyncRun | None:
+    """A real run that reads, or has read, this uploaded file; one cancelled or failed before reading it
+    does not count (the file is still there to read)."""
+    return (
+        SyncRun.objects.filter(site_id=site_id, dry_run=False, source_file=source_file)
+        .filter(Q(status__in=RunStatus.active()) | Q(planned_at__isnull=False))
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def real_run_offer(dry: SyncRun, now: datetime | None = None) -> RealRunOffer | None:
+    """What a dry run's page says about running it for real: None while that question does not arise (not a
+    dry run of a sync, or still going); otherwise whether the button is there and, if not, why not."""
+    if not dry.dry_run or dry.kind not in (RunKind.BOOTSTRAP, RunKind.INCREMENTAL) or dry.is_active:
+        return None
+    if dry.status != RunStatus.SUCCEEDED or not dry.plan:
+        return RealRunOffer(
+            False, "this dry run did not finish, so there is no plan to confirm: start a new dry run"
+        )
+    source = SyncSource.objects.filter(site_id=dry.site_id).only("updated_at").first()
+    if source is None:
+        return RealRunOffer(False, "the site has no source any more")
+    read_at = dry.started_at or dry.created_at
+    if source.updated_at > read_at:
+        return RealRunOffer(
+            False,
+            f"the site's source settings changed at {_local(source.updated_at)}, after this dry "
+            "run read the source: its plan may no longer be what a real run would do; start a new dry run",
+        )
+    if not dry.source_file:
+        return RealRunOffer(True)
+    name = dry.upload_name or Path(dry.source_file).name
+    real = _real_run_with_file(dry.site_id, dry.source_file)
+    if real is not None:
+        return RealRunOffer(False, f"it was already run for real as run #{real.pk}", real_run=real)
+    expires = upload_expires_at(Path(dry.source_file))
+    keep = f"uploaded files are kept {settings.UPLOAD_KEEP_HOURS} hours, or until a real run has read them"
+    if expires is None:
+        return RealRunOffer(
+            False, f"the uploaded file {name} is no longer kept ({keep}): upload it again with a new dry run"
+        )
+    if expires <= (now or timezone.now()):
+        return RealRunOffer(
+            False,
+            f"the uploaded file {name} expired at {_local(expires)} ({keep}): upload it again "
+            "with a new dry run",
+        )
+    return RealRunOffer(True, kept_until=expires)
+
+
+def run_for_real(dry: SyncRun, user, *, enqueue: bool = True) -> SyncRun:
+    """Queue the real run of a finished dry run: the same site, mode and uploaded file (read again, so it
+    plans from what is in the hub and Moodle now). Two clicks make one run: the dry run's row is locked
+    while the offer is checked, and the second finds the first's run."""
+    with transaction.atomic():
+        dry = SyncRun.objects.select_for_update().select_related("site").get(pk=dry.pk)
+        offer = real_run_offer(dry)
+        if offer is None:
+            raise RunActionError(f"run #{dry.pk} is not a finished dry run of a sync")
+        if not offer.available:
+            raise RunActionError(offer.reason)
+        run = SyncRun.objects.queue(dry.site, dry.kind, user=user, source_file=dry.source_file)
+        if dry.source_file:
+            run.upload_name = dry.upload_name
+            run.save(update_fields=["upload_name"])
+        same_file = (
+            f", reading the same uploaded file {dry.upload_name or 'as it'}" if dry.source_file else ""
+        )
+        RunEvent.objects.create(
+            run=run, message=f"Queued by {_who(user)} as the real run of dry run #{dry.pk}{same_file}"
+        )
+        RunEvent.objects.create(run=dry, message=f"Run for real by {_who(user)}: run #{run.pk}")
+        return enqueue_run(run) if enqueue else run
+
+
+def delete_spent_uploads(now: datetime | None = None) -> list[Path]:
+    """Delete uploaded files a real run has read, and those past UPLOAD_KEEP_HOURS; keep, however old, a
+    file that a queued, running or paused run (a dry run too) has still to read. Returns what was deleted."""
+    root = Path(settings.UPLOAD_DIR)
+    if not root.is_dir():
+        return []
+    files = {str(path): path for path in root.glob("*/*.csv")}
+    if not files:
+        return []
+    read, needed = set(), set()
+    uses = SyncRun.objects.filter(source_file__in=list(files)).values_list(
+        "source_file", "dry_run", "status", "planned_at"
+    )
+    for source_file, dry_run, status, planned_at in uses:
+        if planned_at is not None and not dry_run:
+            read.add(source_file)
+        elif planned_at is None and status in RunStatus.active():
+            needed.add(source_file)  # (a dry run too: it reads the file until its plan is made)
+    now = now or timezone.now()
+    deleted = []
+    for name, path in files.items():
+        expires = upload_expires_at(path)
+        if name in needed or expires is None or (name not in read and expires > now):
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            logger.exception("could not delete the spent upload %s", path)
+            continue
+        deleted.append(path)
+    return deleted
+
+
 def pause(run: SyncRun, user) -> None:
     _request(run, RunControl.PAUSE, user)
 
@@ -108,7 +245,9 @@ def _request(run: SyncRun, control: str, user) -> None:
         raise RunActionError(f"run #{run.pk} is {run.get_status_display().lower()}, not running")
     verb = {RunControl.PAUSE: "Pause", RunControl.CANCEL: "Cancel"}[control]
     RunEvent.objects.create(
-        run=run, message=f"{verb} requested by {_who(user)}; it takes effect after the batch in flight"
+        run=run,
+        message=f"{verb} requested by {_who(user)}; it takes effect within seconds while the source is read, "
+        "else after the batch in flight",
     )
 
 
@@ -161,7 +300,7 @@ def retry_dead_letters(site: MoodleSite, letters, user=None, *, enqueue: bool = 
             status=DeadLetterStatus.RETRYING, retry_run=run
         )
         RunEvent.objects.create(
-            run=run, message=f"Retry of {len(letters)} dead letter(s) queued by {_who(user)}"
+            run=run, message=f"Retry of {counted(len(letters), 'dead letter')} queued by {_who(user)}"
         )
         return enqueue_run(run)
 
@@ -186,3 +325,8 @@ def discard_dead_letter(letter: DeadLetter, user, reason: str) -> None:
     DeadLetter.objects.filter(pk=letter.pk, status=DeadLetterStatus.OPEN).update(
         status=DeadLetterStatus.DISCARDED, discard_reason=reason, discarded_by=user, closed_at=timezone.now()
     )
+
+
+def _local(when: datetime) -> str:
+    """A time for a page: in the active (the viewer's) zone, named."""
+    return f"{timezone.localtime(when):%Y-%m-%d %H:%M %Z}"

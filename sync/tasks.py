@@ -5,7 +5,7 @@ from celery import shared_task
 from .choices import RunKind, RunTrigger
 from .models import MoodleSite
 from .run import engine, watchdog
-from .runs import start
+from .runs import delete_spent_uploads, start
 
 
 @shared_task(name="sync.execute_run", acks_late=True, ignore_result=True)
@@ -27,6 +27,12 @@ def scheduled_sync(site_slug: str, kind: str = RunKind.INCREMENTAL) -> str:
 
 @shared_task(name="sync.watch_runs", ignore_result=True)
 def watch_runs() -> str:
-    """Every 30 s from beat: continue runs whose worker died, send queued runs whose task was lost."""
+    """Every 30 s from beat: continue runs whose worker died, send queued runs whose task was lost, and
+    delete uploaded files that a real run has read or that are past UPLOAD_KEEP_HOURS (a directory listing
+    and one query: cheap enough to ride along rather than need a schedule of its own)."""
     watch = watchdog.watch_runs()
-    return f"continued {watch.continued or 'none'}; sent again {watch.resent or 'none'}"
+    deleted = delete_spent_uploads()
+    return (
+        f"continued {watch.continued or 'none'}; sent again {watch.resent or 'none'}; "
+        f"deleted {len(deleted) or 'no'} spent upload(s)"
+    )

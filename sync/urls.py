@@ -1,6 +1,17 @@
 from django.urls import path
 
-from .views import conflicts, deadletters, discrepancies, locks, records, resolutions, runs, sites, tokens
+from .views import (
+    conflicts,
+    deadletters,
+    discrepancies,
+    locks,
+    records,
+    resolutions,
+    runs,
+    setup,
+    sites,
+    tokens,
+)
 
 app_name = "sync"
 
@@ -8,6 +19,10 @@ urlpatterns = [
     path("sites/", sites.site_list, name="site_list"),
     path("sites/add/", sites.site_add, name="site_add"),
     path("sites/<slug:slug>/", sites.site_detail, name="site_detail"),
+    path("sites/<slug:slug>/edit/", setup.site_edit, name="site_edit"),
+    path("sites/<slug:slug>/source/", setup.source_edit, name="source_edit"),
+    path("sites/<slug:slug>/mapping/", setup.mapping_edit, name="mapping_edit"),
+    path("sites/<slug:slug>/policy/", setup.policy_edit, name="policy_edit"),
     path("sites/<slug:slug>/run/", sites.run_start, name="run_start"),
     path("sites/<slug:slug>/reconcile/", sites.site_reconcile, name="site_reconcile"),
     path("sites/<slug:slug>/tokens/", tokens.site_tokens, name="site_tokens"),
@@ -23,14 +38,18 @@ urlpatterns = [
     path("runs/<int:pk>/pause/", runs.run_pause, name="run_pause"),
     path("runs/<int:pk>/resume/", runs.run_resume, name="run_resume"),
     path("runs/<int:pk>/cancel/", runs.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/for-real/", runs.run_for_real, name="run_for_real"),
     path("records/", records.record_list, name="record_list"),
+    path("records/export.csv", records.record_export, name="record_export"),
     path("records/<int:pk>/", records.record_detail, name="record_detail"),
     path("records/<int:pk>/lookup/", records.record_lookup, name="record_lookup"),
     path("deadletters/", deadletters.deadletter_list, name="deadletter_list"),
+    path("deadletters/export.csv", deadletters.deadletter_export, name="deadletter_export"),
     path("deadletters/retry/", deadletters.deadletter_retry_filtered, name="deadletter_retry_filtered"),
     path("deadletters/<int:pk>/retry/", deadletters.deadletter_retry, name="deadletter_retry"),
     path("deadletters/<int:pk>/discard/", deadletters.deadletter_discard, name="deadletter_discard"),
     path("discrepancies/", discrepancies.discrepancy_list, name="discrepancy_list"),
+    path("discrepancies/export.csv", discrepancies.discrepancy_export, name="discrepancy_export"),
     path(
         "discrepancies/approve/",
         discrepancies.discrepancy_approve_filtered,

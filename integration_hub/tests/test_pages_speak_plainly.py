@@ -19,6 +19,7 @@ from sync import runs
 from sync.choices import RemovedPolicy, RunKind, RunStatus, TokenStatus
 from sync.models import MoodleSite, ServiceToken, SyncRun, SyncSource
 from sync.run import engine
+from web.models import Preference
 
 pytestmark = pytest.mark.django_db
 
@@ -99,6 +100,8 @@ def crawl(client, starts: list[str]) -> dict[str, str]:
         response = client.get(url)
         assert response.status_code in (200, 403), f"{url} answered {response.status_code}"
         per_path[path] = per_path.get(path, 0) + 1
+        if response.streaming:  # a download (a list as CSV), not a page
+            continue
         html = response.content.decode()
         seen[url] = html
         queue.extend(link for link in LINK.findall(html) if link not in seen)
@@ -124,3 +127,32 @@ def test_no_page_shows_a_class_name_a_traceback_a_raw_page_or_a_server_path(clie
     calls = client.get("/errors/calls/", {"category": "transient"}).content.decode()
     assert "HTTP 502 from a proxy in front of Moodle: Moodle did not answer" in calls
     assert '<details class="raw">' in calls and "502 Bad Gateway" in calls
+
+
+OPTIONS = re.compile(r"<select\b.*?</select>", re.S)  # a zone picker lists "UTC" as a choice
+# "1 runs", "1 dead letters": a count of one with a plural noun (a few words that end in s are singular).
+SINGULAR_S = "s|ms|class|status|process|address|access|alias|yes"
+ONE_PLURAL = re.compile(rf"(?<![\d.,])\b1 (?!(?:{SINGULAR_S})\b)[a-z]+s\b")
+
+
+def test_every_page_shows_times_in_the_viewers_zone_and_counts_one_in_the_singular(
+    client, troubled_demo, hub_admin, operator
+):
+    troubled_demo.time_zone = "Europe/Madrid"  # the site's zone is not the viewer's either
+    troubled_demo.save()
+    problems = []
+    for person in (operator, hub_admin):
+        Preference.objects.update_or_create(user=person, defaults={"time_zone": "America/Los_Angeles"})
+        client.force_login(person)
+        runs_of_the_night = [f"/runs/{pk}/" for pk in SyncRun.objects.values_list("pk", flat=True)]
+        pages = crawl(client, ["/", *runs_of_the_night])
+        assert len(pages) > 60
+        for url, html in pages.items():
+            text = OPTIONS.sub("", RAW_DETAILS.sub("", html))
+            # The settings page states the rule and the notices' zone (the hub's, UTC here) in so many words.
+            text = text.replace("stored in UTC", "").replace("the hub's zone (UTC)", "")
+            found = [word for word in ("UTC", "CET", "CEST") if re.search(rf"\b{word}\b", text)]
+            found += ONE_PLURAL.findall(re.sub(r"<[^>]+>", " ", text))
+            if found:
+                problems.append(f"{person.get_username()} {url}: {', '.join(found)}")
+    assert not problems, "\n".join(problems)

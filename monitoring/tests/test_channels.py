@@ -182,7 +182,19 @@ def test_send_test_notice(site, hub_admin):
         channel = webhook(server.url)
         assert channels.send_test(channel, hub_admin) == ""
     assert receiver.received[0]["valid"] and receiver.received[0]["body"]["alert"]["key"] == "test"
-    assert not Alert.objects.exists()
+    # Saved only to carry the delivery row: resolved from the start, so nothing is open or re-notified.
+    assert not Alert.objects.exclude(status=Alert.Status.RESOLVED).exists()
+    assert list(Delivery.objects.values_list("channel", "ok")) == [(channel.pk, True)]
+
+
+def test_a_failed_test_notice_is_recorded_as_a_delivery_of_the_channel(site, hub_admin):
+    channel = webhook("http://127.0.0.1:9/hook")  # nothing listens on the discard port
+    error = channels.send_test(channel, hub_admin)
+    assert error
+    delivery = Delivery.objects.get(channel=channel)
+    assert not delivery.ok and delivery.error == error and delivery.alert.kind == "test"
+    channel.refresh_from_db()
+    assert channel.enabled  # a test never disables the channel
 
 
 # -- schedule pings ---------------------------------------------------------------------------------------

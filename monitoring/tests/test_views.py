@@ -13,6 +13,7 @@ from monitoring.models import CallLog, Heartbeat, ProbeResult
 from monitoring.worker_liveness import worker_key
 from sync.choices import RunKind, RunStatus, TokenStatus
 from sync.models import MoodleSite, ServiceToken, SyncRun
+from web.models import Preference
 
 
 @pytest.mark.django_db
@@ -174,8 +175,7 @@ def test_overview_site_state_is_degraded_while_the_breaker_is_open_saying_when_i
     client, operator, site, clean_redis
 ):
     _with_token(site)
-    site.time_zone = "Europe/Warsaw"
-    site.save()
+    Preference.objects.create(user=operator, time_zone="Europe/Warsaw")  # shown in the viewer's zone
     opened = timezone.now().replace(hour=9, minute=12, second=0, microsecond=0)
     local = timezone.localtime(opened, timezone=__import__("zoneinfo").ZoneInfo("Europe/Warsaw"))
     clean_redis.hset(

@@ -17,9 +17,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from web.pages import paginate, safe_next
+from web.templatetags.hub import fill_times, format_when
 
 from .. import alerts, channels
 from ..forms_alerts import KIND_LABELS, AlertFilterForm, ChannelForm, MuteForm
+from ..kinds import AlertKind
 from ..models import Alert, AlertChannel, AuditEntry, Delivery
 
 UNRESOLVED = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED)
@@ -40,7 +42,10 @@ def _with_last_delivery(queryset):
 @permission_required("monitoring.view_alert", raise_exception=True)
 def alert_list(request: HttpRequest) -> HttpResponse:
     filters = AlertFilterForm(request.GET)
-    rows = filters.filter(Alert.objects.select_related("site", "acknowledged_by"))
+    # Test notices are saved only so their deliveries have an alert; they are shown on the channels page.
+    rows = filters.filter(
+        Alert.objects.exclude(kind=AlertKind.TEST).select_related("site", "acknowledged_by")
+    )
     current = list(
         _with_last_delivery(rows.filter(status__in=UNRESOLVED)).order_by(
             "status", "severity", "-last_seen_at"
@@ -75,10 +80,11 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @permission_required("monitoring.change_alert", raise_exception=True)
 def alert_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=pk)
+    title = fill_times(alert.title, alert.times, anchor=alert.last_seen_at)
     if alerts.acknowledge(alert, request.user):
-        messages.success(request, f"Acknowledged: {alert.title}. No more reminders are sent for it.")
+        messages.success(request, f"Acknowledged: {title}. No more reminders are sent for it.")
     else:
-        messages.info(request, f"“{alert.title}” is already {alert.get_status_display().lower()}.")
+        messages.info(request, f"“{title}” is already {alert.get_status_display().lower()}.")
     return redirect(safe_next(request, reverse("monitoring:alert_list")))
 
 
@@ -92,8 +98,8 @@ def alert_mute(request: HttpRequest) -> HttpResponse:
             )
             messages.success(
                 request,
-                f"Muted alerts starting with “{muted.key_prefix}” until {muted.expires_at:%Y-%m-%d %H:%M} "
-                "UTC. They are still recorded here; notices resume when the mute ends.",
+                f"Muted alerts starting with “{muted.key_prefix}” until {format_when(muted.expires_at)}. "
+                "They are still recorded here; notices resume when the mute ends.",
             )
             return redirect(safe_next(request, reverse("monitoring:alert_list")))
     else:

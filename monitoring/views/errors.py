@@ -4,7 +4,6 @@ Moodle's JSON) the raw first bytes behind a toggle."""
 
 from __future__ import annotations
 
-import zoneinfo
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import permission_required
@@ -40,7 +39,6 @@ def errors(request):
     functions = metrics.by_function(since, site=site, span_s=win.rollup_s)
     for row in functions:
         row["query"] = urlencode({**base, "category": ERRORS, "function": row["function"]})
-    tz = _zone(site.time_zone) if site else None
     context = {
         "window": win,
         "windows": metrics.WINDOWS.values(),
@@ -50,7 +48,7 @@ def errors(request):
         "errors_query": urlencode({**base, "category": ERRORS}),
         "codes": codes,
         "functions": functions,
-        "chart": charts.calls_chart(metrics.series(win, site=site), bucket_s=win.bucket_s, tz=tz),
+        "chart": charts.calls_chart(metrics.series(win, site=site), bucket_s=win.bucket_s),
         "legend": charts.legend(),
         "throughput": metrics.run_throughput(site=site),
     }
@@ -69,10 +67,3 @@ def error_calls(request):
         rows.order_by("-started_at", "-pk"),
         described=filters.described(),
     )
-
-
-def _zone(name: str):
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None

@@ -45,6 +45,7 @@ from ..models import Conflict, Discrepancy, RecordEvent, Resolution, RunEvent, S
 from ..moodle import errors
 from ..moodle.errors import MoodleError
 from ..roles import check_may_decide
+from ..words import counted
 from .batch import BatchProcessor
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class Applier:
         Discrepancy.objects.filter(resolutions__pk__in=ids).update(status=DiscrepancyStatus.BLOCKED)
         SyncRun.objects.filter(pk=self.run.pk).update(blocked=F("blocked") + verdict.count)
         self.executor.event(
-            f"The blast-radius guard refused {len(ids)} approved change(s): {verdict.sentence()}.",
+            f"The blast-radius guard refused {counted(len(ids), 'approved change')}: {verdict.sentence()}.",
             RunEvent.Level.ERROR,
         )
         raise_alert(
@@ -154,8 +155,8 @@ class Applier:
             site=self.site,
             run=self.run,
             title=f"{self.site.name}: approved changes past the blast-radius limit were refused",
-            detail=f"{len(ids)} approved change(s) {verdict.sentence()}; nothing was sent. Approve them "
-            "again with an override if this is intended.",
+            detail=f"{counted(len(ids), 'approved change')} {verdict.sentence()}; nothing was sent. "
+            "Approve them again with an override if this is intended.",
         )
 
     def _fit_guard(self, batch: list[Resolution], outcomes: dict[int, Outcome]) -> list[Resolution]:
@@ -181,7 +182,7 @@ class Applier:
                 continue
             text = (
                 f"refused when applying: override #{override.pk} is {override.get_status_display().lower()} "
-                f"and was typed for {override.count} users, not {weight}"
+                f"and was typed for {counted(override.count, 'user')}, not {weight}"
             )
             for resolution in group:
                 outcomes[resolution.pk] = Outcome(False, text, "errors")

@@ -24,6 +24,7 @@ from ..models import SyncRecord
 from ..moodle import errors
 from ..moodle.client import MoodleClient
 from ..moodle.errors import MoodleError
+from ..words import counted
 from .sizing import CallSizer
 from .view import BlindLookups, LookupProof, LookUps, View, Why, is_deleted, resolve_targets, summary
 
@@ -87,7 +88,10 @@ class StormStop(Exception):
         self.errorcode = errorcode
         self.refused = refused
         self.common = common
-        super().__init__(f"{len(refused)} people sent alone were all refused ({errorcode})")
+        super().__init__(
+            f"{counted(len(refused), 'person', 'people')} sent alone "
+            f"{'was' if len(refused) == 1 else 'were all'} refused ({errorcode})"
+        )
 
 
 class BatchProcessor:

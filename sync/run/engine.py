@@ -11,7 +11,8 @@ How a run ends:
   unsent records stay pending, an alert is raised, and the run resumes once it is fixed;
 - failed: the source could not be read, the time budget was spent, the lock was lost, or the hub hit an
   unexpected problem; pending records stay pending for the next run;
-- cancelled or paused: an operator asked, honoured at the next batch boundary;
+- cancelled or paused: an operator asked, honoured at the next batch boundary, or within a second or
+  PULSE_ROWS source rows while the source is read (sync/run/planning.py);
 - skipped: another run holds the site's lock. A resolution run never skips: it waits for the lock and
   applies everything approved meanwhile, so no approval is lost to a race.
 
@@ -25,7 +26,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 
 import httpx
 import redis as redis_lib
@@ -48,13 +48,15 @@ from ..moodle.client import SYNC_FUNCTIONS, MoodleClient, Preflight
 from ..moodle.errors import MoodleError
 from ..sources import open_source
 from ..sources.base import SourceConfigError, SourceError
+from ..words import counted
 from .apply_resolutions import apply_approved
 from .batch import BatchProcessor, Interrupted, Result, StormStop
 from .connect import NoActiveToken, client_for, shared_redis
 from .context import RunStopped
 from .locks import LockLost, RunLock
-from .planning import Planner
+from .planning import Planner, expected_rows
 from .reconcile import Reconciler
+from .sizing import remember_pace, remembered_pace
 from .state import commit_batch, fence, tally
 from .view import BlindLookups, LookupProof
 
@@ -144,7 +146,7 @@ class RunExecutor:
             logger.exception("run %s failed", self.run.pk)
             self._finish(
                 RunStatus.FAILED,
-                f"the run stopped on an unexpected problem inside the hub at {timezone.now():%H:%M:%S} UTC "
+                "the run stopped on an unexpected problem inside the hub "
                 "(the worker's log has the details for a developer); pending records stay pending and the "
                 "next run continues with them",
             )
@@ -324,11 +326,13 @@ class RunExecutor:
         """Send the site's pending records, batch by batch, until none is left. The batch after the
         current one is read ahead, so its look-ups can go out beside the current batch's creates."""
         processor = self.batch_processor(client)
+        processor.sizer.resume(remembered_pace(shared_redis(), self.run.pk))  # continued: as it was sized
         batch = self._pending_batch()
         while batch:
             self.check_control()
             upcoming = self._pending_batch(after=batch[-1].pk)
             self.run_batch(processor, batch, upcoming)
+            remember_pace(shared_redis(), self.run.pk, processor.sizer.seen)
             # Normally what was read ahead is what is pending now; if not (records left pending by an
             # interruption), read again.
             batch = upcoming if self._pending_ids() == [r.pk for r in upcoming] else self._pending_batch()
@@ -434,9 +438,8 @@ class RunExecutor:
 
     def wait(self, seconds: float, why: str) -> None:
         """Wait inside the run (it keeps its lock), checking for pause, cancel and the time budget."""
-        until = timezone.now() + timedelta(seconds=seconds)
         SyncRun.objects.filter(pk=self.run.pk).update(
-            abort_reason=f"waiting until {until:%H:%M:%S} UTC: {why}"
+            abort_reason=f"waiting {seconds:.0f} s (see the timeline for when it began): {why}"
         )
         self.event(f"Waiting {seconds:.0f} s: {why}", RunEvent.Level.WARNING)
         end = time.monotonic() + seconds
@@ -466,9 +469,9 @@ class RunExecutor:
     def _plan(self) -> None:
         source, mapping = self.source_and_mapping()
         bootstrap = self.run.kind == RunKind.BOOTSTRAP
-        planner = Planner(self.run, mapping, bootstrap=bootstrap)
+        planner = Planner(self.run, mapping, bootstrap=bootstrap, pulse=self._planning_pulse(source))
         for _ in planner.stage(source.records()):
-            self.check_control()
+            pass  # the planner's pulse records progress and hears pause and cancel as it reads
         planner.stage_removals(self.site.source.removed_policy)
         counts = planner.counts
         total = SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).count()
@@ -495,14 +498,60 @@ class RunExecutor:
                 kind=AlertKind.BLAST_RADIUS,
                 site=self.site,
                 run=self.run,
-                title=f"{self.site.name}: {counts.removal_blocked} people left the source; "
+                title=f"{self.site.name}: {counted(counts.removal_blocked, 'person', 'people')} left the "
+                "source; "
                 "nobody was suspended",
                 detail=counts.examples["removal_blocked"][0],
             )
 
+    def _planning_pulse(self, source) -> Callable[[Planner], None]:
+        """What the planner calls every few thousand rows or every second while it reads the source: record
+        how far it got (a dry run as its progress, a real run as its Seen counter; both as a sign of
+        progress for the stuck-run alert), then honour a pause, a cancel or the time budget, saying truthfully
+        where the run was."""
+        total = expected_rows(source)
+
+        def pulse(planner: Planner) -> None:
+            fields = {"seen": planner.read, "last_progress_at": timezone.now()}
+            if self.run.dry_run:
+                fields.update(progress_done=planner.read, progress_total=max(total, planner.read))
+            SyncRun.objects.filter(pk=self.run.pk).update(**fields)
+            try:
+                self.check_control()
+            except RunStopped as stop:
+                raise RunStopped(
+                    stop.status, self._planning_stop(stop, planner, total), stop.category
+                ) from None
+
+        return pulse
+
+    def _planning_stop(self, stop: RunStopped, planner: Planner, total: int) -> str:
+        """Why the run stopped while reading the source, in words true of that moment (nothing was sent)."""
+        why = {
+            RunStatus.CANCELLED: "cancelled by an operator",
+            RunStatus.PAUSED: "paused by an operator",
+        }.get(stop.status, stop.reason.split(";")[0])
+        where = f"{planner.read:,}" + (f" of about {total:,}" if total >= planner.read else "")
+        if self.run.dry_run:
+            then = "a dry run writes nothing, so nothing changed"
+        else:
+            staged = planner.counts.changed
+            then = "nothing was sent to Moodle; " + (
+                f"the {staged:,} people staged so far stay pending" if staged else "nobody was staged yet"
+            )
+            if stop.status == RunStatus.PAUSED:
+                then += "; resuming reads the source again from the start"
+        return f"{why} while the source was being read ({where} rows read); {then}"
+
     def _dry_run(self, client: MoodleClient) -> None:
         source, mapping = self.source_and_mapping()
-        planner = Planner(self.run, mapping, bootstrap=self.run.kind == RunKind.BOOTSTRAP, persist=False)
+        planner = Planner(
+            self.run,
+            mapping,
+            bootstrap=self.run.kind == RunKind.BOOTSTRAP,
+            persist=False,
+            pulse=self._planning_pulse(source),
+        )
         processor = self.batch_processor(client, dry_run=True)
         totals: Counter = Counter()
         examples: dict[str, list[str]] = {}
@@ -519,7 +568,6 @@ class RunExecutor:
                         bucket.append(f"{external_id}: {result.message or result.action}")
 
         for chunk in planner.stage(source.records()):
-            self.check_control()
             classify(chunk)
         classify(planner.stage_removals(self.site.source.removed_policy))
         counts = planner.counts
@@ -543,6 +591,10 @@ class RunExecutor:
             changed=counts.changed,
             unchanged=counts.unchanged,
             skipped=counts.skipped,
+            progress_done=counts.seen,
+            progress_total=counts.seen,
+            planned_at=timezone.now(),
+            last_progress_at=timezone.now(),
         )
 
     def _estimate(self, to_send: int, writes: int) -> dict:
@@ -561,7 +613,8 @@ class RunExecutor:
         code = f" ({error.errorcode})" if error and error.errorcode else ""
         pending = SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).count()
         done = (
-            f"Run #{self.run.pk} stopped after {self.run.progress_done} of {self.run.progress_total} people; "
+            f"Run #{self.run.pk} stopped after {self.run.progress_done} of "
+            f"{counted(self.run.progress_total, 'person', 'people')}; "
         )
         reason = (
             f"Moodle rejected the token {masked}{code}: {problem} "
@@ -594,7 +647,8 @@ class RunExecutor:
         else:
             shared = "they have no value in common that the people Moodle accepted lack"
         problem = (
-            f"Moodle refused each of the {refused} people sent alone ({storm.errorcode}); {shared}. The run "
+            f"Moodle refused each of the {counted(refused, 'person', 'people')} sent alone "
+            f"({storm.errorcode}); {shared}. The run "
             "stopped instead of trying every one: fix the source, the mapping or the site's settings (its "
             "languages, for a lang), then start a new run, which reads the source again"
         )

@@ -12,7 +12,8 @@ find the people who left the source).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -36,6 +37,11 @@ from ..sources.base import SourceRecord
 
 CHUNK = 1000
 EXAMPLES = 5
+# How often planning reports its progress and hears a pause or cancel: every this many source rows, or after
+# this long, whichever comes first: a cancel is heard within about a second however big the file, and the
+# run's row is written at most once a second, or once per PULSE_ROWS rows when the planner is faster.
+PULSE_ROWS = 5000
+PULSE_S = 1.0
 STAGED_FIELDS = [
     "payload", "payload_hash", "create_only", "username", "email", "display_name", "origin",
     "sync_status", "error_category", "error_message", "pending_action", "last_run",
@@ -59,6 +65,24 @@ class PlanCounts:
         bucket = self.examples.setdefault(kind, [])
         if len(bucket) < EXAMPLES:
             bucket.append(text)
+
+
+def expected_rows(source) -> int:
+    """About how many rows the source holds, where that is cheap to know: a CSV file's lines less its header
+    (a quoted field over several lines counts twice; the run page says "about"). 0 when unknown: an HTTP or
+    SQL source, or a path that is not a regular file."""
+    path = getattr(source, "path", None)
+    try:
+        if path is None or not path.is_file():
+            return 0
+        lines, last = 0, b"\n"
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return 0
+    return max(0, lines - (last == b"\n"))
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -92,7 +116,15 @@ class Planner:
     """Stages one site's source for one run. With `persist=False` (dry run) nothing is written and the
     pending records of each chunk are handed to the caller instead."""
 
-    def __init__(self, run: SyncRun, mapping: Mapping, *, bootstrap: bool, persist: bool = True) -> None:
+    def __init__(
+        self,
+        run: SyncRun,
+        mapping: Mapping,
+        *,
+        bootstrap: bool,
+        persist: bool = True,
+        pulse: Callable[[Planner], None] | None = None,
+    ) -> None:
         self.run = run
         self.site: MoodleSite = run.site
         self.mapping = mapping
@@ -101,11 +133,39 @@ class Planner:
         self.counts = PlanCounts()
         self.seen: set[str] = set()
         self.duplicates: set[str] = set()
+        # Called as rows are read (see PULSE_ROWS): the run records its progress and raises RunStopped for
+        # a pause, a cancel or a spent time budget, which ends the reading mid-chunk.
+        self.pulse = pulse
+        self.read = 0  # source rows read so far (counts.seen lags by up to a chunk)
+        self._pulse_at = (0, time.monotonic())
 
     def stage(self, records: Iterable[SourceRecord]) -> Iterator[list[SyncRecord]]:
         """Yield, chunk by chunk, the records that need a write (saved as pending when persisting)."""
-        for chunk in chunked(records, CHUNK):
+        for chunk in chunked(self._reading(records), CHUNK):
             yield self._stage_chunk(chunk)
+            self.beat()
+
+    def _reading(self, records: Iterable[SourceRecord]) -> Iterator[SourceRecord]:
+        iterator = iter(records)
+        try:
+            for record in iterator:
+                self.read += 1
+                self.beat()
+                yield record
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # a stopped run lets go of the file (or the connection) at once
+
+    def beat(self, *, force: bool = False) -> None:
+        """Call the pulse if PULSE_ROWS rows or PULSE_S seconds passed since the last one (or if forced)."""
+        if self.pulse is None:
+            return
+        rows, at = self._pulse_at
+        now = time.monotonic()
+        if force or self.read - rows >= PULSE_ROWS or now - at >= PULSE_S:
+            self._pulse_at = (self.read, now)
+            self.pulse(self)
 
     def _stage_chunk(self, chunk: list[SourceRecord]) -> list[SyncRecord]:
         outcomes: list[tuple[SourceRecord, MappedRecord | RecordProblem]] = []

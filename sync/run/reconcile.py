@@ -41,6 +41,7 @@ from ..choices import (
 )
 from ..mapping import MappedRecord, RecordProblem, payload_for_update
 from ..models import Discrepancy, Resolution, RunEvent, SyncRecord, SyncRun
+from ..words import counted
 from .context import RunStopped
 from .planning import STAGED_FIELDS, chunked, mark_pending
 from .view import is_deleted, summary
@@ -309,7 +310,8 @@ class Reconciler:
         if linked and len(users) < MIN_LISTING_SHARE * linked:
             raise RunStopped(
                 RunStatus.FAILED,
-                f"Moodle listed {len(users)} users with auth {self.mapping.auth}, but the hub has linked "
+                f"Moodle listed {counted(len(users), 'user')} with auth {self.mapping.auth}, "
+                "but the hub has linked "
                 f"{linked}: "
                 "the token's user probably lacks the rights to see them (the listing is filtered silently). "
                 "No orphan was proposed.",
@@ -391,7 +393,7 @@ class Reconciler:
             kind=AlertKind.BLAST_RADIUS,
             site=self.site,
             run=self.run,
-            title=f"{self.site.name}: reconciliation stopped short of suspending {count} users",
+            title=f"{self.site.name}: reconciliation stopped short of suspending {counted(count, 'user')}",
             detail=message,
         )
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import deque
+from collections.abc import Iterable
 from statistics import median_low
 from typing import Any
 
+import redis
+
 from ..moodle.encoding import count_variables, request_budget
+
+logger = logging.getLogger(__name__)
+
+# What a run has seen of Moodle's pace outlives its worker: a run continued after its worker died sizes its
+# calls as the run did, not from the first guess again. A day is longer than any run's time budget.
+PACE_TTL_S = 24 * 3600
 
 
 class CallSizer:
@@ -25,6 +36,14 @@ class CallSizer:
         self.concurrency = max(1, concurrency)
         self._guess = ms_per_user
         self._seen: deque[float] = deque(maxlen=3)
+
+    @property
+    def seen(self) -> list[float]:
+        """Moodle's time per user in the last rounds, oldest first (to carry over with `resume`)."""
+        return list(self._seen)
+
+    def resume(self, seen: Iterable[float]) -> None:
+        self._seen.extend(float(ms) for ms in seen if ms > 0)
 
     @property
     def ms_per_user(self) -> float:
@@ -47,3 +66,26 @@ class CallSizer:
         """What a round of calls showed: the time per user, each call having run beside the others."""
         if users:
             self._seen.append(elapsed_ms * max(1, side_by_side) / users)
+
+
+def _pace_key(run_id: int) -> str:
+    return f"hub:run:{run_id}:pace"
+
+
+def remembered_pace(client: redis.Redis, run_id: int) -> list[float]:
+    """The pace a run saw before its worker stopped; nothing if unknown (the sizer then guesses)."""
+    try:
+        raw = client.get(_pace_key(run_id))
+        return [float(ms) for ms in json.loads(raw)] if raw else []
+    except (redis.RedisError, ValueError, TypeError):
+        return []
+
+
+def remember_pace(client: redis.Redis, run_id: int, seen: list[float]) -> None:
+    """Best effort: a Redis that fails here costs at most a few smaller calls in a continued run."""
+    if not seen:
+        return
+    try:
+        client.set(_pace_key(run_id), json.dumps(seen), ex=PACE_TTL_S)
+    except redis.RedisError:
+        logger.warning("could not remember run %s's pace in Redis", run_id)

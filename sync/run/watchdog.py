@@ -69,7 +69,8 @@ def orphaned_runs(now: datetime) -> list[SyncRun]:
 
 def continue_orphan(run: SyncRun, now: datetime) -> bool:
     last_sign = run.heartbeat_at or run.started_at
-    why = f"its worker stopped (no sign of life since {last_sign:%H:%M:%S} UTC)"
+    silent_s = (now - last_sign).total_seconds()
+    why = f"its worker stopped (no sign of life for {silent_s:.0f} s)"
     handed = SyncRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, claim=run.claim).update(
         status=RunStatus.QUEUED, claim=F("claim") + 1, abort_reason=f"{why}; continuing on another worker"
     )

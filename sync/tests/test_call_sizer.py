@@ -2,9 +2,10 @@
 in groups that fill the site's concurrency, learning Moodle's time per user as the run goes."""
 
 import pytest
+import redis
 
 from sync.moodle.encoding import count_variables, request_budget
-from sync.run.sizing import CallSizer
+from sync.run.sizing import CallSizer, remember_pace, remembered_pace
 
 PERSON = {
     "username": "ann", "firstname": "Ann", "lastname": "Lee", "email": "ann@example.edu",
@@ -60,3 +61,21 @@ def test_a_stall_after_the_first_round_keeps_the_pace_seen_not_the_first_guess()
     sizer.observe(2000, 60_000, side_by_side=2)  # then one round stalls
     assert sizer.ms_per_user == pytest.approx(0.8)
     assert sizer.groups(list(range(1000)), PERSON) == before
+
+
+def test_a_continued_run_sizes_its_calls_as_the_run_did_before_its_worker_stopped(clean_redis):
+    killed = CallSizer(5000, target_ms=2000, concurrency=2)
+    killed.observe(2000, 800, side_by_side=2)  # the run had seen Moodle take 0.8 ms a person
+    remember_pace(clean_redis, 7, killed.seen)
+    continued = CallSizer(5000, target_ms=2000, concurrency=2)
+    continued.resume(remembered_pace(clean_redis, 7))
+    people = list(range(2000))
+    assert continued.groups(people, PERSON) == killed.groups(people, PERSON)
+    assert len(continued.groups(people, PERSON)) < len(CallSizer(5000, 2000, 2).groups(people, PERSON))
+    assert remembered_pace(clean_redis, 8) == []  # another run starts from the guess
+
+
+def test_a_redis_that_fails_leaves_the_sizer_guessing_and_the_run_going():
+    gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    remember_pace(gone, 7, [0.8])
+    assert remembered_pace(gone, 7) == []

@@ -475,3 +475,82 @@ def test_language_lists_are_cleaned_and_malformed_codes_named():
         parse_languages("en,english")
     with pytest.raises(ValueError, match="at least one"):
         parse_languages(" , ")
+
+
+# --- value maps ------------------------------------------------------------------------------------
+
+STATUS_MAP = {"source": "status", "values": {"left": 1, "active": 0, "on leave": 1}}
+
+
+def test_a_value_map_translates_case_and_space_insensitively_then_the_field_is_checked():
+    m = mapping(fields={"suspended": STATUS_MAP})
+    assert mapped(m.apply(record(status="active"))).payload["suspended"] == 0
+    assert mapped(m.apply(record(status="  LEFT "))).payload["suspended"] == 1
+    assert mapped(m.apply(record(status="On Leave"))).payload["suspended"] == 1
+
+
+def test_a_value_not_in_the_map_makes_only_that_record_invalid_naming_field_and_value():
+    m = mapping(fields={"suspended": STATUS_MAP})
+    results = [m.apply(record("E1", status="active")), m.apply(record("E2", "line 3", status="retired"))]
+    assert mapped(results[0]).payload["suspended"] == 0
+    found = problem(results[1])
+    assert (found.external_id, found.field) == ("E2", "suspended")
+    assert found.message == (
+        'record E2 (line 3): status "retired" is not in the value map of suspended (left, active, on leave)'
+    )
+
+
+def test_an_empty_value_not_in_the_map_is_invalid_too():
+    found = problem(mapping(fields={"suspended": STATUS_MAP}).apply(record(status="")))
+    assert 'status "" is not in the value map of suspended' in found.message
+
+
+def test_the_default_of_a_value_map_covers_any_value_it_does_not_name():
+    m = mapping(fields={"suspended": {**STATUS_MAP, "default": 0}})
+    assert mapped(m.apply(record(status="retired"))).payload["suspended"] == 0
+    assert mapped(m.apply(record(status=""))).payload["suspended"] == 0
+    assert mapped(m.apply(record(status="left"))).payload["suspended"] == 1
+
+
+def test_a_mapped_value_still_goes_through_the_fields_own_check():
+    m = mapping(fields={"suspended": {"source": "status", "values": {"left": "gone"}}})
+    found = problem(m.apply(record(status="left")))
+    assert found.field == "suspended"
+    assert 'suspended "gone" must be 0/1' in found.message
+
+
+def test_value_maps_work_for_text_and_custom_fields():
+    m = mapping(
+        fields={"department": {"source": "dept", "values": {"FIN": "Finance", "HR": "People"}}},
+        customfields={"site": {"source": "loc", "values": {"b": "Berlin"}, "default": "Elsewhere"}},
+    )
+    payload = mapped(m.apply(record(dept="fin", loc="B"))).payload
+    assert payload["department"] == "Finance"
+    assert payload["customfields"] == [{"type": "site", "value": "Berlin"}]
+    assert problem(m.apply(record(dept="IT", loc="b"))).field == "department"
+
+
+def test_describe_shows_the_value_map_and_its_default():
+    described = dict(mapping(fields={"suspended": {**STATUS_MAP, "default": 0}}).describe())
+    assert described["suspended"] == (
+        "column 'status' through the value map 'left' → '1', 'active' → '0', 'on leave' → '1'; otherwise '0'"
+    )
+    strict = dict(mapping(fields={"suspended": STATUS_MAP}).describe())
+    assert strict["suspended"].endswith("; anything else is refused")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"source": "status", "values": ["left"]}, "'fields.suspended.values' must be a non-empty object"),
+        ({"source": "status", "values": {}}, "'fields.suspended.values' must be a non-empty object"),
+        ({"source": "status", "values": {"left": [1]}}, "'fields.suspended.values.left' must be a string"),
+        ({"source": "status", "values": {"left": None}}, "'fields.suspended.values.left' must be a string"),
+        ({"source": "status", "values": {"left": 1}, "default": 0.5}, "'fields.suspended.default' must be"),
+        ({"constant": "1", "values": {"1": 1}}, "'fields.suspended.values' needs a 'source'"),
+        ({"source": "status", "values": {"Left": 1, " left": 0}}, "'Left' and ' left'"),
+    ],
+)
+def test_a_bad_value_map_is_refused_at_load_naming_the_key(spec, message):
+    with pytest.raises(ValueError, match=message):
+        mapping(fields={"suspended": spec})

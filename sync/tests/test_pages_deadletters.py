@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from sync.choices import DeadLetterStatus, RunKind, RunStatus
 from sync.models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun
+from web.models import Preference
 
 UTC = ZoneInfo("UTC")
 NIGHT = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -82,8 +83,9 @@ def test_the_list_shows_open_letters_by_default_and_filters_from_the_querystring
     assert listed(signed_in, site="north", **window) == {outage.pk, update.pk}
 
 
-def test_times_are_read_in_the_chosen_sites_time_zone(signed_in, site):
-    site.time_zone = "Europe/Madrid"  # UTC+1 in November
+def test_times_are_read_in_the_viewers_time_zone(signed_in, operator, site):
+    Preference.objects.create(user=operator, time_zone="Europe/Madrid")  # UTC+1 in November
+    site.time_zone = "America/Los_Angeles"  # the site's zone is for its schedules, not for what people type
     site.save()
     at_0210_utc = letter(site, minute=10)
     assert listed(signed_in, site="north", since="2026-11-21T03:00", until="2026-11-21T03:20") == {
@@ -176,7 +178,7 @@ def test_retry_all_filtered_confirms_with_the_exact_count_then_queues_exactly_th
     already_discarded.refresh_from_db()
     assert already_discarded.status == DeadLetterStatus.DISCARDED
     assert RunEvent.objects.filter(
-        run=run, message__startswith="Retry of 3 dead letter(s) queued by operator"
+        run=run, message__startswith="Retry of 3 dead letters queued by operator"
     ).exists()
     assert "status=all" in response["Location"]
     assert (

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from sync.choices import DiscrepancyKind, DiscrepancyStatus, ResolutionAction, ResolutionStatus, RunKind
 from sync.models import Comment, Discrepancy, MoodleSite, Resolution, SyncRecord, SyncRun
+from web.models import Preference
 
 pytestmark = pytest.mark.django_db
 
@@ -135,14 +136,13 @@ def test_counts_per_kind_and_site_link_to_the_rows(client, operator, site, south
 
 
 def test_the_list_shows_the_proposed_resolution_and_relative_times(client, operator, site):
-    site.time_zone = "Europe/Madrid"
-    site.save()
+    Preference.objects.create(user=operator, time_zone="Europe/Madrid")  # the viewer's zone, not the site's
     d = drift(site)
     client.force_login(operator)
     page = client.get(reverse("sync:discrepancy_list")).content.decode()
     assert "Update Moodle (source wins)" in page
     assert f'href="{reverse("sync:discrepancy_detail", args=[d.pk])}"' in page
-    assert "CET" in page  # exact time on hover, in the site's zone
+    assert "CET" in page  # exact time on hover, in the viewer's zone
 
 
 def test_empty_states_say_what_a_clean_night_looks_like(client, operator, site):

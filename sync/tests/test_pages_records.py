@@ -67,7 +67,8 @@ def test_search_matches_username_email_and_name_by_case_insensitive_prefix(signe
     assert found(signed_in, q="MGAR") == {"E00042"}
     assert found(signed_in, q="maria.g") == {"E00042"}
     assert found(signed_in, q="josé") == {"E00420"}
-    assert found(signed_in, q="garcia") == set()  # prefix, not substring
+    assert found(signed_in, q="garcia") == {"E00042"}  # a surname starts a word of the name
+    assert found(signed_in, q="arcia") == set()  # the start of a word, not any substring
     assert found(signed_in, q="  mgarcia ") == {"E00042"}
 
 

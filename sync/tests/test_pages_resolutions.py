@@ -19,6 +19,7 @@ from sync.choices import (
     RunKind,
 )
 from sync.models import Conflict, Discrepancy, MoodleSite, Resolution, SyncRecord, SyncRun
+from web.models import Preference
 
 pytestmark = pytest.mark.django_db
 
@@ -48,8 +49,7 @@ def applied_drift(site, *, decided_by=None, proposed_by=None, automatic=False, *
 
 
 def test_history_lists_the_trail_of_each_resolution(client, operator, hub_admin, site):
-    site.time_zone = "Europe/Madrid"
-    site.save()
+    Preference.objects.create(user=operator, time_zone="Europe/Madrid")  # the viewer's zone, not the site's
     resolution = applied_drift(site, proposed_by=operator, decided_by=hub_admin)
     client.force_login(operator)
     response = client.get(reverse("sync:resolution_list"))

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from .. import resolutions
-from ..choices import ResolutionAction, ResolutionStatus
+from ..choices import ConflictKind, ResolutionAction, ResolutionStatus
 from ..models import Conflict, MoodleSite, Resolution
 
 APPROVE = "sync.approve_resolution"
@@ -123,13 +123,44 @@ def pending_resolution(target) -> Resolution | None:
     return target.resolutions.filter(status__in=IN_FLIGHT).select_related("proposed_by").first()
 
 
+# What says a Moodle user is this person. The value a conflict is about (the taken username or email) is
+# no evidence: it is only why the two met.
+IDENTITY_FIELDS = {"idnumber": ("idnumber",), "email": ("email",), "name": ("firstname", "lastname")}
+CONFLICT_CAUSE = {ConflictKind.USERNAME_TAKEN: "username", ConflictKind.EMAIL_TAKEN: "email"}
+
+
+def identity_matches(conflict: Conflict, user: dict) -> list[str]:
+    """The identity fields (idnumber, email, name) on which a Moodle user in the way agrees with the person,
+    both sides filled in, compared without case."""
+
+    def agree(key: str) -> bool:
+        values = ((conflict.our_payload or {}).get(key), user.get(key))
+        ours, theirs = (str(value or "").strip().casefold() for value in values)
+        return bool(ours) and ours == theirs
+
+    cause = CONFLICT_CAUSE.get(conflict.kind)
+    return [
+        field for field, keys in IDENTITY_FIELDS.items() if field != cause and all(agree(key) for key in keys)
+    ]
+
+
 def conflict_choices(conflict: Conflict) -> Conflict:
     """Decorate a conflict with what its action buttons need: the actions that resolve its kind, the Moodle
-    users one may link, and the proposal waiting for a decision (the record page and the conflict page)."""
-    conflict.actions = [
-        (action, ResolutionAction(action).label)
-        for action in resolutions.CONFLICT_ACTIONS.get(conflict.kind, ())
-    ]
-    conflict.linkable = [user for user in conflict.their_users if user.get("id") and not user.get("deleted")]
+    users one may link, and the proposal waiting for a decision (the record page and the conflict page).
+
+    The first action is the one the page highlights, so it follows the evidence: linking joins two
+    accounts for good, and comes first only when a Moodle user in the way agrees with the person on an
+    identity field. Otherwise the action that joins nobody (another username, or ignore) comes first."""
+    linkable = [user for user in conflict.their_users if user.get("id") and not user.get("deleted")]
+    evidence = {user["id"]: identity_matches(conflict, user) for user in linkable}
+    # The best-supported user first: the one a single "Propose link" button offers.
+    conflict.linkable = sorted(linkable, key=lambda user: -len(evidence[user["id"]]))
+    conflict.link_evidence = evidence[conflict.linkable[0]["id"]] if linkable else []
+    actions = list(resolutions.CONFLICT_ACTIONS.get(conflict.kind, ()))
+    if ResolutionAction.LINK in actions and not conflict.link_evidence:
+        actions.remove(ResolutionAction.LINK)
+        actions.append(ResolutionAction.LINK)
+    conflict.actions = [(action, ResolutionAction(action).label) for action in actions]
+    conflict.offers_link = bool(linkable) and ResolutionAction.LINK in actions
     conflict.pending = pending_resolution(conflict)
     return conflict

@@ -16,6 +16,7 @@ from .. import resolutions
 from ..choices import OverrideStatus, ResolutionStatus
 from ..forms import RejectForm, ResolutionFilterForm
 from ..models import GuardOverride, Resolution
+from ..words import counted
 from .decisions import APPROVE, BULK_PREVIEW_LIMIT, refusal, refused_page
 
 
@@ -74,7 +75,7 @@ def resolution_approve(request, pk: int):
         messages.warning(request, "Nothing was approved: someone decided on this resolution meanwhile.")
         return redirect(back)
     messages.success(
-        request, f"Approved: resolution run #{run.pk} applies it ({len(resolution.calls)} call(s))."
+        request, f"Approved: resolution run #{run.pk} applies it ({counted(len(resolution.calls), 'call')})."
     )
     return redirect("sync:run_detail", pk=run.pk)
 

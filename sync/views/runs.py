@@ -105,6 +105,7 @@ def _progress_context(run: SyncRun) -> dict:
         "plan": _plan_rows(run.plan) if run.dry_run and run.plan else None,
         "pending": pending,
         "resumable": runs.resumable(run),
+        "real_run": runs.real_run_offer(run) if run.dry_run else None,
     }
 
 
@@ -188,9 +189,24 @@ def run_cancel(request, pk: int):
     done = (
         f"Run #{run.pk} cancelled."
         if run.status in (RunStatus.QUEUED, RunStatus.PAUSED)
-        else f"Cancel requested for run #{run.pk}: it stops after the batch in flight."
+        else f"Cancel requested for run #{run.pk}: it stops within seconds while it reads the source, "
+        "else after the batch in flight."
     )
     return _run_action(request, run, runs.cancel, done)
+
+
+@permission_required("sync.operate_runs", raise_exception=True)
+@require_POST
+def run_for_real(request, pk: int):
+    """The dry run's "Run this for real": the same mode and the same uploaded file, as a new run."""
+    dry = get_object_or_404(SyncRun, pk=pk)
+    try:
+        run = runs.run_for_real(dry, request.user)
+    except runs.RunActionError as exc:
+        messages.error(request, f"Nothing was queued: {exc}.")
+        return redirect("sync:run_detail", pk=dry.pk)
+    messages.success(request, f"Queued run #{run.pk}: the real run of dry run #{dry.pk}.")
+    return redirect("sync:run_detail", pk=run.pk)
 
 
 def _run_action(request, run: SyncRun, action, done: str) -> HttpResponse:

@@ -17,11 +17,12 @@ from monitoring.site_state import site_state
 
 from .. import runs
 from ..choices import DeadLetterStatus, RunKind, SyncStatus
-from ..forms import SiteForm, StartRunForm
+from ..forms import StartRunForm
 from ..mapping import Mapping
 from ..models import MoodleSite, SyncRecord
 from ..run import locks
 from ..run.connect import shared_redis
+from . import setup
 
 
 def site_list(request):
@@ -31,12 +32,7 @@ def site_list(request):
 
 @permission_required("sync.add_moodlesite", raise_exception=True)
 def site_add(request):
-    form = SiteForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        site = form.save()
-        messages.success(request, f"Site {site.name} added. Next: give it a service token.")
-        return redirect("sync:site_detail", slug=site.slug)
-    return render(request, "sync/site_form.html", {"form": form})
+    return setup.site_form_page(request, None)
 
 
 def site_detail(request, slug: str):

@@ -4,8 +4,10 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
+from sync import source_setup
 from sync.choices import TokenStatus
 from sync.mapping import parse_languages
 from sync.models import MoodleSite, ServiceToken
@@ -28,7 +30,9 @@ class Command(BaseCommand):
             "--token-stdin", action="store_true", required=True, help="read the token from stdin"
         )
         parser.add_argument("--label", default="main", help="a name for the token (default: main)")
-        parser.add_argument("--time-zone", default="UTC")
+        parser.add_argument(
+            "--time-zone", default="UTC", help="an IANA zone name, e.g. Europe/Berlin (default: UTC)"
+        )
         parser.add_argument(
             "--languages",
             default="en",
@@ -42,6 +46,10 @@ class Command(BaseCommand):
             languages = ",".join(parse_languages(options["languages"]))
         except ValueError as exc:
             raise CommandError(f"--languages: {exc}") from None
+        try:
+            source_setup.check_time_zone(time_zone)
+        except source_setup.SetupError as exc:
+            raise CommandError(f"--time-zone: {exc}") from None
         token = sys.stdin.readline().strip()
         if not token:
             raise CommandError("no token on standard input")
@@ -54,12 +62,16 @@ class Command(BaseCommand):
         if not check.ok:
             raise CommandError("the token cannot run a sync: " + "; ".join(check.problems))
         with transaction.atomic():
-            site = MoodleSite.objects.create(
-                slug=slug,
-                name=name or check.sitename,
-                base_url=url,
-                time_zone=time_zone,
-                languages=languages,
+            # The same save as the Add-a-site page: audited, and its schedules made in this transaction.
+            site = source_setup.save_site(
+                MoodleSite(
+                    slug=slug,
+                    name=name or check.sitename,
+                    base_url=url,
+                    time_zone=time_zone,
+                    languages=languages,
+                ),
+                None,
             )
             stored = ServiceToken(
                 site=site,
@@ -74,4 +86,8 @@ class Command(BaseCommand):
             f"Added site {site.slug} ({site.name}): Moodle {check.release}, service user {check.username}, "
             f"{len(check.functions)} functions; token {stored.masked} verified and stored encrypted."
         )
-        self.stdout.write(f"Next: python manage.py addsource {site.slug} --kind csv ... --mapping FILE.json")
+        page = reverse("sync:source_edit", args=[site.slug])
+        self.stdout.write(
+            f"Next: set up its source and mapping on the page {page}, or with "
+            f"python manage.py addsource {site.slug} --kind csv ... --mapping FILE.json"
+        )

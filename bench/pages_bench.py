@@ -481,12 +481,13 @@ def seed_monitoring(plan: Plan, sites: tuple[int, int], admin_id: int) -> None:
     sql(
         """
         INSERT INTO monitoring_alert (
-            id, key, kind, site_id, run_id, severity, status, title, detail, count, first_seen_at,
+            id, key, kind, site_id, run_id, severity, status, title, detail, times, count, first_seen_at,
             last_seen_at, acknowledged_at, acknowledged_by_id, resolved_at, last_notified_at, notifications,
             recovery_notified_at)
         SELECT j + 1, kind || ':bench-' || j, kind, CASE WHEN mod(j, 2) = 0 THEN %(a)s ELSE %(b)s END, NULL,
             CASE WHEN mod(j, 3) = 0 THEN 'critical' ELSE 'warning' END, status,
-            'Bench alert #' || j || ' (' || kind || ')', 'What happened and what to do next.', 1 + mod(j, 9),
+            'Bench alert #' || j || ' (' || kind || ')', 'What happened and what to do next.', '{}'::jsonb,
+            1 + mod(j, 9),
             seen - interval '3 hours', seen,
             CASE WHEN status = 'acknowledged' THEN seen END,
             CASE WHEN status = 'acknowledged' THEN %(admin)s END,

@@ -1,6 +1,8 @@
 """Beat schedules per site, kept as django-celery-beat rows so admins edit them in the admin.
 
-Created once when a site is added, never overwritten afterwards: an admin's edit wins.
+Created once when a site is added, never overwritten afterwards: an admin's edit wins. The one exception is
+the site's time zone: the nightly run is "02:00 site time", so when the site's zone changes, a nightly
+schedule still in the old zone moves with it (one an admin put in another zone stays as it is).
 """
 
 import json
@@ -50,3 +52,18 @@ def ensure_site_schedules(site: MoodleSite) -> None:
             "description": f"Full diff of {site.name}'s source against Moodle; safe fixes apply.",
         },
     )
+
+
+def follow_time_zone(site: MoodleSite, old_zone: str) -> bool:
+    """Keep the site's nightly reconciliation at its hour in the site's new zone. True if it moved."""
+    task = PeriodicTask.objects.filter(name=reconcile_task_name(site)).select_related("crontab").first()
+    if task is None or task.crontab is None or str(task.crontab.timezone) != old_zone:
+        return False
+    old = task.crontab
+    moved, _ = CrontabSchedule.objects.get_or_create(
+        minute=old.minute, hour=old.hour, day_of_week=old.day_of_week, day_of_month=old.day_of_month,
+        month_of_year=old.month_of_year, timezone=site.time_zone,
+    )  # fmt: skip
+    task.crontab = moved
+    task.save(update_fields=["crontab"])
+    return True

@@ -25,6 +25,7 @@ from django.utils import timezone
 from monitoring.models import AuditEntry
 from web.models import zone_names
 
+from . import schedules
 from .choices import SourceKind
 from .mapping import MappedRecord, Mapping, MappingConfigError, RecordProblem
 from .models import MoodleSite, SyncSource
@@ -138,6 +139,9 @@ def save_site(site: MoodleSite, user, before: dict[str, object] | None = None) -
         if before is None:
             audit(user, "site.add", site, f"{site.name} at {site.base_url}, time zone {site.time_zone}")
         elif diff := changes(before, site):
+            old_zone = before.get("time_zone")
+            if old_zone and old_zone != site.time_zone and schedules.follow_time_zone(site, str(old_zone)):
+                diff.append(f"nightly reconciliation moved to {site.time_zone}")
             audit(user, "site.change", site, "; ".join(diff))
     return site
 

@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from integration_hub.testing import MAPPING, PASSWORD, person, simulated_moodle, write_csv
 from monitoring.models import AuditEntry
 from simulator.server import serve
 from sync.choices import DiscrepancyKind
 from sync.models import MoodleSite, SyncSource
+from sync.schedules import reconcile_task_name
 
 SITE_FIELDS = {
     "name": "East Campus", "slug": "east", "base_url": "http://127.0.0.1:1", "enabled": "on",
@@ -112,6 +114,24 @@ def test_editing_a_site_saves_it_and_audits_each_change(admin_client, site):
     entry = AuditEntry.objects.get(action="site.change")
     assert "time_zone: UTC → Europe/Berlin" in entry.detail and "languages: en → en,de" in entry.detail
     assert "slug" not in entry.detail
+
+
+def test_a_new_time_zone_moves_the_nightly_reconciliation_unless_an_admin_set_its_zone(admin_client, site):
+    nightly = PeriodicTask.objects.get(name=reconcile_task_name(site))
+    assert (nightly.crontab.hour, str(nightly.crontab.timezone)) == ("2", "UTC")
+    data = {**SITE_FIELDS, "slug": "north", "name": "North Campus", "base_url": site.base_url}
+    assert admin_client.post(reverse("sync:site_edit", args=[site.slug]), data).status_code == 302
+    nightly.refresh_from_db()
+    assert (nightly.crontab.hour, str(nightly.crontab.timezone)) == ("2", "Europe/Berlin")  # 02:00 site time
+    assert "nightly reconciliation moved to Europe/Berlin" in AuditEntry.objects.get().detail
+
+    # An admin put the nightly run in another zone on purpose: a later change of the site's zone leaves it.
+    nightly.crontab = CrontabSchedule.objects.create(hour="3", minute="0", timezone="Asia/Tokyo")
+    nightly.save()
+    data["time_zone"] = "Europe/Madrid"
+    assert admin_client.post(reverse("sync:site_edit", args=[site.slug]), data).status_code == 302
+    nightly.refresh_from_db()
+    assert (nightly.crontab.hour, str(nightly.crontab.timezone)) == ("3", "Asia/Tokyo")
 
 
 def test_editing_with_a_bad_time_zone_changes_nothing(admin_client, site):

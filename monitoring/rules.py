@@ -572,7 +572,8 @@ class Evaluation:
 
     def __str__(self) -> str:
         text = (
-            f"{self.problems} problem(s), {self.raised} alert(s) raised or repeated, {self.resolved} resolved"
+            f"{counted(self.problems, 'problem')}, {counted(self.raised, 'alert')} raised or repeated, "
+            f"{self.resolved} resolved"
         )
         return text + (
             f"; rules that could not look: {', '.join(self.failed_rules)}" if self.failed_rules else ""

@@ -4,6 +4,8 @@ import socket
 
 from celery import shared_task
 
+from sync.words import counted
+
 from . import alerts, heartbeat, retention, rules
 from .models import Heartbeat
 
@@ -16,7 +18,7 @@ def record_scheduler_heartbeat() -> str:
 
 @shared_task(name="monitoring.probe_sites", ignore_result=True)
 def probe_sites() -> str:
-    return f"probed {heartbeat.probe_sites()} site(s)"
+    return f"probed {counted(heartbeat.probe_sites(), 'site')}"
 
 
 @shared_task(name="monitoring.evaluate_alerts", ignore_result=True)
@@ -27,7 +29,7 @@ def evaluate_alerts() -> str:
     steps = 0
     while steps < 5 and alerts.notify_pending():
         steps += 1
-    return f"{evaluation}; {steps} notification step(s)"
+    return f"{evaluation}; {counted(steps, 'notification step')}"
 
 
 @shared_task(name="monitoring.prune_history", ignore_result=True)

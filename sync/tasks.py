@@ -6,6 +6,7 @@ from .choices import RunKind, RunTrigger
 from .models import MoodleSite
 from .run import engine, watchdog
 from .runs import delete_spent_uploads, start
+from .words import counted
 
 
 @shared_task(name="sync.execute_run", acks_late=True, ignore_result=True)
@@ -34,5 +35,5 @@ def watch_runs() -> str:
     deleted = delete_spent_uploads()
     return (
         f"continued {watch.continued or 'none'}; sent again {watch.resent or 'none'}; "
-        f"deleted {len(deleted) or 'no'} spent upload(s)"
+        f"deleted {counted(len(deleted), 'spent upload') if deleted else 'no spent uploads'}"
     )

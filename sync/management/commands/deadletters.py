@@ -9,6 +9,8 @@ from sync.choices import DeadLetterStatus
 from sync.models import DeadLetter, MoodleSite
 from sync.run import engine
 
+from ...words import counted
+
 
 class Command(BaseCommand):
     help = "List open dead letters by errorcode and function; --retry --all or --retry ID... resends them."
@@ -45,7 +47,7 @@ class Command(BaseCommand):
         if run is None:
             raise CommandError("none of those dead letters is open")
         if queue:
-            self.stdout.write(f"Queued retry run #{run.pk} for {len(chosen)} dead letter(s).")
+            self.stdout.write(f"Queued retry run #{run.pk} for {counted(len(chosen), 'dead letter')}.")
             return
         run = engine.execute(run.pk)
         self.stdout.write(

@@ -6,6 +6,8 @@ from django.db import transaction
 from sync import crypto
 from sync.models import ServiceToken
 
+from ...words import counted
+
 
 class Command(BaseCommand):
     help = "Re-encrypt all service tokens with the newest key (the first in TOKEN_ENCRYPTION_KEYS)."
@@ -16,4 +18,6 @@ class Command(BaseCommand):
             for token in tokens:
                 token.token_encrypted = crypto.reencrypt(token.token_encrypted)
             ServiceToken.objects.bulk_update(tokens, ["token_encrypted"], batch_size=500)
-        self.stdout.write(f"Re-encrypted {len(tokens)} token(s) with the first key; older keys can now go.")
+        self.stdout.write(
+            f"Re-encrypted {counted(len(tokens), 'token')} with the first key; older keys can now go."
+        )

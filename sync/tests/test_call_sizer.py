@@ -3,6 +3,8 @@ in groups that fill the site's concurrency, learning Moodle's time per user as t
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sync.moodle.encoding import count_variables, request_budget
 from sync.run.sizing import CallSizer, remember_pace, remembered_pace
@@ -76,6 +78,6 @@ def test_a_continued_run_sizes_its_calls_as_the_run_did_before_its_worker_stoppe
 
 
 def test_a_redis_that_fails_leaves_the_sizer_guessing_and_the_run_going():
-    gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     remember_pace(gone, 7, [0.8])
     assert remembered_pace(gone, 7) == []

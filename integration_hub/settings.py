@@ -220,6 +220,12 @@ RUN_RESEND_S = env.int("RUN_RESEND_S", default=300)
 LOCK_WAIT_RETRY_S = env.float("LOCK_WAIT_RETRY_S", default=15.0)
 # Uploaded source files (CSV uploads on the Start-a-run page).
 UPLOAD_DIR = Path(env.str("UPLOAD_DIR", default=str(BASE_DIR / "var" / "uploads")))
+# Folders a CSV source's server path may be in when an Admin types it on the source page (the preview shows
+# a file's first rows, so a path elsewhere could show any file the hub can read, its own secrets included).
+# The addsource command, run by whoever has a shell on the server, is not limited.
+SOURCE_FILE_DIRS = [
+    Path(p) for p in env.list("SOURCE_FILE_DIRS", default=[str(UPLOAD_DIR), str(BASE_DIR / "demo")])
+]
 # A larger upload is refused by the form, naming the limit and the file's size; past the limit its bytes are
 # counted but no longer kept (sync.uploads.UploadSizeLimit), so a huge file costs neither memory nor disk.
 UPLOAD_MAX_MB = env.int("UPLOAD_MAX_MB", default=50)

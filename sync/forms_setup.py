@@ -87,7 +87,10 @@ class SourceForm(forms.Form):
         required=False,
         label="CSV file",
     )
-    path = _text("Path on the server", "Absolute path the workers read, e.g. /srv/hub/people.csv.")
+    path = _text(
+        "Path on the server",
+        "Absolute path the workers read, in a folder of SOURCE_FILE_DIRS, e.g. /srv/hub/people.csv.",
+    )
     upload = forms.FileField(required=False, label="Upload a CSV file")
     delimiter = _text("Delimiter", "One character; empty to detect , ; tab or | from the file.", max_length=1)
     encoding = _text("Encoding", "utf-8 (default) or a single-byte encoding such as cp1252.", max_length=40)
@@ -199,6 +202,17 @@ class SourceForm(forms.Form):
         elif upload is not None:
             self.add_error("upload", "To use this file, choose “Upload a file” above.")
             return cleaned
+        elif kind == SourceKind.CSV and config.get("path"):
+            stored = self.source.config.get("path") if self.source is not None else None
+            if config["path"] != stored and not path_allowed(config["path"]):
+                folders = ", ".join(str(folder) for folder in settings.SOURCE_FILE_DIRS)
+                self.add_error(
+                    "path",
+                    f"Only files in {folders} can be chosen here (SOURCE_FILE_DIRS): the preview shows a "
+                    "file's first rows, so a page must not open any file the hub can read. Put the export "
+                    "there, or upload it.",
+                )
+                return cleaned
         for secret in ("auth_secret", "dsn_secret"):
             if config.get(secret):
                 try:
@@ -482,6 +496,15 @@ class PolicyForm(forms.ModelForm):
         if value is not None and not 0 <= value <= 100:
             raise forms.ValidationError("A share between 0 and 100 %.")
         return value
+
+
+def path_allowed(path: str) -> bool:
+    """Whether a server path typed on a page is inside one of SOURCE_FILE_DIRS (links and .. resolved)."""
+    try:
+        target = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(target.is_relative_to(Path(folder).resolve()) for folder in settings.SOURCE_FILE_DIRS)
 
 
 def format_value_map(values: dict) -> str:

@@ -166,7 +166,8 @@ def test_an_operator_gets_403_on_every_setup_view(client, operator, csv_site, na
 # -- sources -----------------------------------------------------------------------------------------------
 
 
-def test_source_errors_are_shown_on_their_fields_and_nothing_is_saved(admin_client, site, tmp_path):
+def test_source_errors_are_shown_on_their_fields_and_nothing_is_saved(admin_client, site, tmp_path, settings):
+    settings.SOURCE_FILE_DIRS = [tmp_path]
     url = reverse("sync:source_edit", args=[site.slug])
     response = admin_client.post(url, {"kind": "csv", "csv_origin": "path", "removed_policy": "keep"})
     form = response.context["form"]
@@ -246,6 +247,20 @@ def test_an_uploaded_csv_is_kept_by_the_hub_and_audited(admin_client, site, tmp_
     source.refresh_from_db()
     assert source.config["path"] == str(kept) and source.removed_policy == "suspend"
     assert AuditEntry.objects.filter(action="source.change").count() == 1
+
+
+@pytest.mark.parametrize("where", ["/etc/passwd", "{allowed}/../secrets.csv"])
+def test_a_server_path_outside_the_source_folders_is_refused(admin_client, site, tmp_path, settings, where):
+    allowed = tmp_path / "exports"
+    allowed.mkdir()
+    write_csv(tmp_path / "secrets.csv", [person(1)])
+    settings.SOURCE_FILE_DIRS = [allowed]
+    data = {"kind": "csv", "csv_origin": "path", "path": where.format(allowed=allowed),
+            "id_column": "employee_id", "removed_policy": "keep"}  # fmt: skip
+    response = admin_client.post(reverse("sync:source_edit", args=[site.slug]), data)
+    assert "SOURCE_FILE_DIRS" in response.context["form"].errors["path"][0]
+    assert "user00001" not in response.content.decode()  # nothing of the file was read
+    assert not SyncSource.objects.exists()
 
 
 def test_editing_a_source_keeps_the_keys_the_form_does_not_show(admin_client, site, people_csv):

@@ -154,13 +154,15 @@ def _raise_auth_alert(site: MoodleSite, masked: str, exc: MoodleError) -> None:
         auth_key(site.slug),
         kind=AlertKind.AUTH_FAILURE,
         site=site,
-        title=f"{site.name}: Moodle rejected the token {masked} at {{refused}}{code}",
+        # The title stays free of times: pages that group alerts (the site's state) show titles as stored.
+        title=f"{site.name}: Moodle rejected the token {masked}{code}",
         times={"refused": timezone.now()},
         detail=(
-            f"The heartbeat probe ({PROBE_FUNCTION}) was refused: {exc.message or exc.category}. "
-            "Runs on this site will stop at their first call. Check the token in Moodle (revoked, expired, "
-            "IP restriction, its user suspended); promote a verified standby token or add a new one on the "
-            "site's token page. The alert clears at the next successful probe."
+            f"The heartbeat probe ({PROBE_FUNCTION}) was refused at {{refused}}: "
+            f"{exc.message or exc.category}. Runs on this site will stop at their first call. Check the "
+            "token in Moodle (revoked, expired, IP restriction, its user suspended); promote a verified "
+            "standby token or add a new one on the site's token page. The alert clears at the next "
+            "successful probe."
         ),
     )
 

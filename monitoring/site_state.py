@@ -54,6 +54,7 @@ from sync.models import (
 )
 from sync.moodle.breaker import CLOSED, HALF_OPEN, BreakerState
 from sync.words import counted
+from web.templatetags.hub import fill_times
 
 from . import charts, heartbeat, metrics
 from .kinds import AlertKind
@@ -604,7 +605,9 @@ class _Findings:
             self.add(
                 state,
                 f"alert:{kind}",
-                row["title"] + (f" (and {row['n'] - 1} more like it)" if row["n"] > 1 else ""),
+                # A title from before times became data says "04:06 UTC": shown in the viewer's zone too.
+                fill_times(row["title"], None, anchor=row["last"])
+                + (f" (and {row['n'] - 1} more like it)" if row["n"] > 1 else ""),
                 "See the alert for what to do.",
                 _url("monitoring:alert_list", query={"site": self.site.slug}),
                 "Alerts",

@@ -86,6 +86,7 @@ def test_a_revoked_token_raises_exactly_one_auth_alert_and_a_later_good_probe_re
     alert = _alerts("auth:north").get()
     assert alert.kind == "auth_failure" and alert.status == Alert.Status.OPEN
     assert sync_site.active_token().masked in alert.title
+    assert "{" not in alert.title and "{refused}" in alert.detail  # a time only where pages fill it in
     assert Alert.objects.count() == 1
 
     moodle.control("POST", "tokens", {"token": HUB_TOKEN, "username": "wsuser"})

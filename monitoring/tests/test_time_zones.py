@@ -109,6 +109,18 @@ def test_alert_texts_written_before_keep_showing_in_the_readers_zone(in_los_ange
     assert "UTC" not in body
 
 
+def test_the_site_state_names_an_old_alert_by_its_title_in_the_readers_zone(in_los_angeles, site):
+    """The Overview and the site page name an open alert no other finding explains by its title."""
+    alert = alerts.raise_alert(
+        "schedule_missed:north", kind=AlertKind.SCHEDULE_MISSED, site=site,
+        title="North Campus: the nightly reconciliation was due at 04:06 UTC and did not run",
+    )  # fmt: skip
+    Alert.objects.filter(pk=alert.pk).update(first_seen_at=NIGHT, last_seen_at=NIGHT + timedelta(minutes=3))
+    for url in (reverse("monitoring:overview"), reverse("sync:site_detail", args=[site.slug])):
+        body = page(in_los_angeles, url)
+        assert "was due at 20:06 PST and did not run" in body and "04:06 UTC" not in body, url
+
+
 def test_email_notices_write_times_in_the_hubs_zone_and_name_it(site, settings):
     settings.TIME_ZONE = "America/New_York"
     AlertChannel.objects.create(name="ops", kind=AlertChannel.Kind.EMAIL, target="ops@example.edu")

@@ -35,7 +35,7 @@ from sync.words import counted
 from .alerts import raise_alert, resolve_alert, supersede_alert
 from .kinds import AlertKind, auth_key, guard_override_key, site_unavailable_key
 from .models import Alert, BreakerEvent, CallLog, Heartbeat, RuleState
-from .site_state import site_states
+from .site_state import hhmm, site_states
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ def unavailable_sites(now: datetime) -> list[Problem]:
         probe = states[site.pk].probe
         if probe is not None:
             # The finding writes the probe's time for a page ("05:06 CET"); an alert keeps it as data.
-            shown = timezone.localtime(probe.at).strftime("%H:%M %Z")
+            shown = hhmm(probe.at)
             if shown in detail:
                 detail, times = detail.replace(shown, "{probe_at}", 1), {"probe_at": probe.at}
         problems.append(

@@ -146,7 +146,7 @@ def _url(name: str, *args, query: dict | None = None) -> str | None:
         return None
 
 
-def _hhmm(value: datetime | float | None) -> str:
+def hhmm(value: datetime | float | None) -> str:
     """A time in the active zone (on a page, the viewer's), named."""
     if value is None:
         return "?"
@@ -357,7 +357,7 @@ class _Findings:
             self.add(
                 FAILING,
                 "token_refused",
-                f"Moodle refused the token {active.masked} at {_hhmm(active.refused_at)} "
+                f"Moodle refused the token {active.masked} at {hhmm(active.refused_at)} "
                 f"({active.refused_code}"
                 + (f" on {active.refused_function}" if active.refused_function else "")
                 + ").",
@@ -393,7 +393,7 @@ class _Findings:
                     self.add(
                         FAILING,
                         "probe_refused",
-                        f"Moodle rejected the token at {_hhmm(probe.at)}: {_short(probe.error)}",
+                        f"Moodle rejected the token at {hhmm(probe.at)}: {_short(probe.error)}",
                         "Check the token in Moodle (revoked, expired, IP restriction, its user suspended); "
                         "promote a verified standby or add a new token.",
                         self.tokens_url,
@@ -404,7 +404,7 @@ class _Findings:
                 self.add(
                     FAILING,
                     "probe_broken",
-                    f"The last probe at {_hhmm(probe.at)} failed: {_short(probe.error)}",
+                    f"The last probe at {hhmm(probe.at)} failed: {_short(probe.error)}",
                     "Fix the Moodle service set-up named above.",
                     self.tokens_url,
                     "Tokens",
@@ -426,7 +426,7 @@ class _Findings:
             self.add(
                 DEGRADED,
                 "probe_unavailable",
-                f"The last probe at {_hhmm(probe.at)} could not reach Moodle: {_short(probe.error)}",
+                f"The last probe at {hhmm(probe.at)} could not reach Moodle: {_short(probe.error)}",
                 "Usually clears by itself; if it persists, check the Moodle site and the network path.",
                 self.errors_url,
                 "Errors",
@@ -436,7 +436,7 @@ class _Findings:
             self.add(
                 DEGRADED,
                 "probe_slow",
-                f"The last probe at {_hhmm(probe.at)} took {probe.latency_ms / 1000:.1f} s "
+                f"The last probe at {hhmm(probe.at)} took {probe.latency_ms / 1000:.1f} s "
                 f"(slow above {_slow_ms() / 1000:g} s).",
                 "Moodle is answering slowly; runs will be slower. Check the Moodle server's load.",
                 self.errors_url,
@@ -490,11 +490,11 @@ class _Findings:
         breaker = self.breaker
         if breaker is not None and breaker.state != CLOSED:
             why = breaker.reason or "of errors"
-            opened = f"The breaker opened at {_hhmm(breaker.opened_at)} because {why}"
+            opened = f"The breaker opened at {hhmm(breaker.opened_at)} because {why}"
             if breaker.state == HALF_OPEN:
                 reason = f"{opened}; one probe call is checking the site now."
             else:
-                probe = _hhmm(breaker.next_probe_at)
+                probe = hhmm(breaker.next_probe_at)
                 reason = f"{opened}; calls are paused and will be probed again at {probe}."
             self.add(
                 DEGRADED,

@@ -13,6 +13,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from web.templatetags.hub import format_when
+
 from . import dispatch
 from .choices import DeadLetterStatus, RunControl, RunKind, RunStatus, RunTrigger, SyncStatus
 from .models import DeadLetter, MoodleSite, RunEvent, SyncRecord, SyncRun, SyncSource
@@ -120,7 +122,7 @@ def real_run_offer(dry: SyncRun, now: datetime | None = None) -> RealRunOffer | 
     if source.updated_at > read_at:
         return RealRunOffer(
             False,
-            f"the site's source settings changed at {_local(source.updated_at)}, after this dry "
+            f"the site's source settings changed at {format_when(source.updated_at)}, after this dry "
             "run read the source: its plan may no longer be what a real run would do; start a new dry run",
         )
     if not dry.source_file:
@@ -138,7 +140,7 @@ def real_run_offer(dry: SyncRun, now: datetime | None = None) -> RealRunOffer | 
     if expires <= (now or timezone.now()):
         return RealRunOffer(
             False,
-            f"the uploaded file {name} expired at {_local(expires)} ({keep}): upload it again "
+            f"the uploaded file {name} expired at {format_when(expires)} ({keep}): upload it again "
             "with a new dry run",
         )
     return RealRunOffer(True, kept_until=expires)
@@ -325,8 +327,3 @@ def discard_dead_letter(letter: DeadLetter, user, reason: str) -> None:
     DeadLetter.objects.filter(pk=letter.pk, status=DeadLetterStatus.OPEN).update(
         status=DeadLetterStatus.DISCARDED, discard_reason=reason, discarded_by=user, closed_at=timezone.now()
     )
-
-
-def _local(when: datetime) -> str:
-    """A time for a page: in the active (the viewer's) zone, named."""
-    return f"{timezone.localtime(when):%Y-%m-%d %H:%M %Z}"

@@ -30,6 +30,7 @@ from .choices import SourceKind
 from .mapping import MappedRecord, Mapping, MappingConfigError, RecordProblem
 from .models import MoodleSite, SyncSource
 from .moodle.client import ENDPOINT
+from .run.planning import map_record
 from .sources import SourceConfigError, SourceError, open_source
 from .sources.base import SourceRecord
 
@@ -324,34 +325,21 @@ class Preview:
         return sum(not row.ok for row in self.rows)
 
 
-def preview(site: MoodleSite, mapping_config: dict, limit: int = PREVIEW_RECORDS) -> Preview:
-    """The source's first `limit` records mapped and validated by the run's own code: the mapping a run
-    builds (MoodleSite.mapping(): the site's languages included) applied to each record, and an external
-    id seen twice refused as the planner refuses it."""
+def preview(
+    site: MoodleSite, mapping_config: dict, records: list[SourceRecord], source_error: str = ""
+) -> Preview:
+    """The source's first records (`read_first`, read once by the page; `source_error` when it could not
+    be read) mapped and validated by the run's own code: the mapping a run builds (MoodleSite.mapping():
+    the site's languages included) applied as the planner applies it (planning.map_record: an external id
+    seen twice is refused)."""
     try:
         mapping = check_mapping(mapping_config, site)
     except MappingConfigError as exc:
         return Preview(error=f"The mapping is not complete yet: {exc}")
-    source = site.source
-    try:
-        records = read_first(source.kind, source.config, limit)
-    except SetupError as exc:
-        return Preview(error=f"The source cannot be read: {exc}")
+    if source_error:
+        return Preview(error=f"The source cannot be read: {source_error}")
     seen: set[str] = set()
-    rows = []
-    for record in records:
-        if record.external_id and record.external_id in seen:
-            result: MappedRecord | RecordProblem = RecordProblem(
-                record.external_id,
-                record.origin,
-                "external id",
-                f"record {record.external_id} ({record.origin}): the external id {record.external_id} "
-                "appears more than once in the source; only its first row is used",
-            )
-        else:
-            result = mapping.apply(record)
-        seen.add(record.external_id)
-        rows.append(PreviewRow(record, result))
+    rows = [PreviewRow(record, map_record(mapping, record, seen)) for record in records]
     shown = [name for name in mapping.fields if name not in ("auth",)]
     return Preview(rows=rows, fields=shown)
 

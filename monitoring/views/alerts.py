@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from web.pages import paginate, safe_next
-from web.templatetags.hub import fill_times, format_when
+from web.templatetags.hub import format_when, stored_text
 
 from .. import alerts, channels
 from ..forms_alerts import KIND_LABELS, AlertFilterForm, ChannelForm, MuteForm
@@ -80,7 +80,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @permission_required("monitoring.change_alert", raise_exception=True)
 def alert_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=pk)
-    title = fill_times(alert.title, alert.times, anchor=alert.last_seen_at)
+    title = stored_text(alert, "title")
     if alerts.acknowledge(alert, request.user):
         messages.success(request, f"Acknowledged: {title}. No more reminders are sent for it.")
     else:

@@ -112,6 +112,23 @@ def _label(record: SyncRecord | SourceRecord) -> str:
     return f"record {record.external_id or '(no id)'}" + (f" ({record.origin})" if record.origin else "")
 
 
+def map_record(mapping: Mapping, source_record: SourceRecord, seen: set[str]) -> MappedRecord | RecordProblem:
+    """A source row as a run maps it: refused when its external id was already seen in this read of the
+    source (only the first row of an id is used), else through the mapping. Adds the id to `seen`."""
+    external_id = source_record.external_id
+    if external_id and external_id in seen:
+        return RecordProblem(
+            external_id,
+            source_record.origin,
+            "external id",
+            f"{_label(source_record)}: the external id {external_id} appears more than once in the "
+            "source; only its first row is used",
+        )
+    if external_id:
+        seen.add(external_id)
+    return mapping.apply(source_record)
+
+
 class Planner:
     """Stages one site's source for one run. With `persist=False` (dry run) nothing is written and the
     pending records of each chunk are handed to the caller instead."""
@@ -200,19 +217,9 @@ class Planner:
         return [r for r in new + changed if r.sync_status == SyncStatus.PENDING]
 
     def _map(self, source_record: SourceRecord) -> MappedRecord | RecordProblem:
-        external_id = source_record.external_id
-        if external_id and external_id in self.seen:
-            self.duplicates.add(external_id)
-            return RecordProblem(
-                external_id,
-                source_record.origin,
-                "external id",
-                f"{_label(source_record)}: the external id {external_id} appears more than once in the "
-                "source; only its first row is used",
-            )
-        if external_id:
-            self.seen.add(external_id)
-        return self.mapping.apply(source_record)
+        if source_record.external_id in self.seen:
+            self.duplicates.add(source_record.external_id)
+        return map_record(self.mapping, source_record, self.seen)
 
     def _needs_write(self, record: SyncRecord, mapped: MappedRecord) -> bool:
         """Incremental runs send only new or changed people; bootstrap sends everyone but conflicts."""

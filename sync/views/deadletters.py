@@ -11,10 +11,9 @@ from django.db.models import Count, Max, Min
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from web.csv_export import CHUNK_SIZE, csv_response
+from web.csv_export import queryset_csv
 from web.filters import EMPTY
 from web.pages import back, paginate, safe_next
 
@@ -85,17 +84,8 @@ EXPORT_COLUMNS = (
 
 def deadletter_export(request):
     """The dead letters the list shows with the same filter, as a streamed CSV (every page, not one)."""
-    filters = DeadLetterFilterForm(request.GET)
-    rows = (
-        filters.filter(DeadLetter.objects.all())
-        .order_by("-last_failed_at", "-pk")
-        .values_list(*(field for _, field in EXPORT_COLUMNS))
-    )
-    return csv_response(
-        f"dead-letters-{timezone.now():%Y-%m-%d}.csv",
-        [title for title, _ in EXPORT_COLUMNS],
-        rows.iterator(chunk_size=CHUNK_SIZE),
-    )
+    letters = DeadLetterFilterForm(request.GET).filter(DeadLetter.objects.all())
+    return queryset_csv("dead-letters", EXPORT_COLUMNS, letters.order_by("-last_failed_at", "-pk"))
 
 
 def _open(letters):

@@ -13,10 +13,9 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from web.csv_export import CHUNK_SIZE, csv_response
+from web.csv_export import queryset_csv
 from web.pages import list_page
 
 from .. import resolutions
@@ -85,16 +84,9 @@ EXPORT_COLUMNS = (
 
 def discrepancy_export(request):
     """The discrepancies the list shows with the same filter, as a streamed CSV (every page, not one)."""
-    filters = DiscrepancyFilterForm(request.GET)
-    rows = (
-        filters.filter(Discrepancy.objects.all())
-        .order_by("kind", "-created_at", "-pk")
-        .values_list(*(field for _, field in EXPORT_COLUMNS))
-    )
-    return csv_response(
-        f"discrepancies-{timezone.now():%Y-%m-%d}.csv",
-        [title for title, _ in EXPORT_COLUMNS],
-        (_export_row(row) for row in rows.iterator(chunk_size=CHUNK_SIZE)),
+    found = DiscrepancyFilterForm(request.GET).filter(Discrepancy.objects.all())
+    return queryset_csv(
+        "discrepancies", EXPORT_COLUMNS, found.order_by("kind", "-created_at", "-pk"), row=_export_row
     )
 
 

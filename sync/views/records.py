@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import permission_required
 from django.shortcuts import get_object_or_404, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from web.csv_export import CHUNK_SIZE, csv_response
+from web.csv_export import queryset_csv
 from web.pages import list_page
 
 from ..choices import ConflictStatus
@@ -40,17 +39,8 @@ EXPORT_COLUMNS = (
 
 def record_export(request):
     """The records the list shows with the same search and filters, as a streamed CSV (every page)."""
-    filters = RecordFilterForm(request.GET)
-    rows = (
-        filters.filter(SyncRecord.objects.all())
-        .order_by("-pk")
-        .values_list(*(field for _, field in EXPORT_COLUMNS))
-    )
-    return csv_response(
-        f"records-{timezone.now():%Y-%m-%d}.csv",
-        [title for title, _ in EXPORT_COLUMNS],
-        rows.iterator(chunk_size=CHUNK_SIZE),
-    )
+    records = RecordFilterForm(request.GET).filter(SyncRecord.objects.all())
+    return queryset_csv("records", EXPORT_COLUMNS, records.order_by("-pk"))
 
 
 def record_detail(request, pk: int):

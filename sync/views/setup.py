@@ -127,9 +127,9 @@ def mapping_edit(request: HttpRequest, slug: str) -> HttpResponse:
                 request, f"Mapping of {site.name} saved. Next: a dry run shows what a run would do."
             )
             return redirect("sync:site_detail", slug=site.slug)
-        preview = source_setup.preview(site, form.config)
+        preview = source_setup.preview(site, form.config, records, source_error)
     elif site.source.mapping:
-        preview = source_setup.preview(site, site.source.mapping)
+        preview = source_setup.preview(site, site.source.mapping, records, source_error)
     return render(
         request,
         "sync/mapping_form.html",

@@ -36,10 +36,9 @@ def zone_abbreviation(tz=None, at: datetime | None = None) -> str:
 
 @register.simple_tag
 def reltime(value):
-    """A time shown relative ("3 minutes ago") with the exact time, in the viewer's zone, on hover.
-
-    The second argument is ignored: templates once passed the site's zone, which made run pages and
-    alert pages disagree about the same instant."""
+    """A time shown relative ("3 minutes ago") with the exact time, in the viewer's zone, on hover. No zone
+    argument: templates once passed the site's zone, which made run pages and alert pages disagree about
+    the same instant."""
     if value is None:
         return mark_safe('<span class="muted">never</span>')
     return format_html(

@@ -6,12 +6,14 @@ anyone rewrite the site.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from simulator.context import CallContext
-from simulator.state import new_user
+from simulator.state import DEFAULT_ASSIGNABLE_ROLES, new_user
 from simulator.tokens import create_token
 from simulator.ws_course import add_course
 from simulator.ws_users import scramble_and_delete
@@ -233,6 +235,8 @@ def _post_course(app: SimulatorApp, environ: dict) -> Response:
     }
     course.update({k: v for k, v in data.items() if k in course})
     with app.state.lock:
+        if any(c["shortname"] == course["shortname"] for c in app.state.courses.values()):
+            raise ControlError("409 Conflict", f"shortname {course['shortname']} is taken")
         add_course(app.state, course, manual=manual)
     app.save_state()
     return _json("200 OK", course)
@@ -240,6 +244,74 @@ def _post_course(app: SimulatorApp, environ: dict) -> Response:
 
 def _get_state(app: SimulatorApp, environ: dict) -> Response:
     return _json("200 OK", app.state.to_json())
+
+
+def _role_holder(app: SimulatorApp, data: dict) -> int:
+    """The user named by ``userid``, or else the user of token ``token``."""
+    if data.get("userid") is not None:
+        return int(_user(app, str(data["userid"]))["id"])
+    token = app.state.tokens.get(data.get("token") or "")
+    if token is None:
+        raise ControlError("400 Bad Request", "userid or an existing token is required")
+    return int(token["userid"])
+
+
+def _post_assignable_roles(app: SimulatorApp, environ: dict) -> Response:
+    """The roles a user may assign in courses (get_assignable_roles); ``roleids: null`` restores 3, 4, 5."""
+    data = _body(environ)
+    if "roleids" not in data:
+        raise ControlError("400 Bad Request", "roleids is required (a list, or null for the default)")
+    with app.state.lock:
+        userid = _role_holder(app, data)
+        if data["roleids"] is None:
+            app.state.user_assignable_roles.pop(userid, None)
+        else:
+            app.state.user_assignable_roles[userid] = [int(r) for r in data["roleids"]]
+        roleids = app.state.user_assignable_roles.get(userid, DEFAULT_ASSIGNABLE_ROLES)
+    app.save_state()
+    return _json("200 OK", {"userid": userid, "roleids": list(roleids)})
+
+
+def _enrolment_row(app: SimulatorApp, enrolment: dict) -> dict:
+    user = app.state.users.get(enrolment["userid"], {})
+    course = app.state.courses.get(enrolment["courseid"], {})
+    return {
+        "course": course.get("shortname"),
+        "userid": enrolment["userid"],
+        "username": user.get("username"),
+        "roles": sorted(enrolment["roles"]),
+        "status": enrolment["status"],
+        "timestart": enrolment["timestart"],
+        "timeend": enrolment["timeend"],
+    }
+
+
+def _get_enrolments(app: SimulatorApp, environ: dict) -> Response:
+    """Every enrolment, or those of ``?course=<shortname>``, ordered by course then user id."""
+    shortname = parse_qs(environ.get("QUERY_STRING", "")).get("course", [None])[0]
+    with app.state.lock:
+        courseids = {c["id"] for c in app.state.courses.values() if shortname in (None, c["shortname"])}
+        if not courseids:
+            raise ControlError("404 Not Found", f"no course {shortname}")
+        rows = [_enrolment_row(app, e) for e in app.state.enrolments if e["courseid"] in courseids]
+    rows.sort(key=lambda r: (r["course"] or "", r["userid"]))
+    return _json("200 OK", {"enrolments": rows})
+
+
+def _get_cohort_members(app: SimulatorApp, environ: dict, idnumber: str) -> Response:
+    """The members of the cohort with this idnumber, by user id."""
+    with contextlib.suppress(UnicodeError):
+        idnumber = idnumber.encode("latin-1").decode("utf-8")  # WSGI hands the path over as latin-1
+    with app.state.lock:
+        cohort = next((c for c in app.state.cohorts.values() if c["idnumber"] == idnumber), None)
+        if cohort is None:
+            raise ControlError("404 Not Found", f"no cohort with idnumber {idnumber}")
+        members = [
+            {"userid": u, "username": app.state.users.get(u, {}).get("username")}
+            for u in sorted(app.state.cohort_members.get(cohort["id"], []))
+        ]
+    summary = {"id": cohort["id"], "idnumber": idnumber, "name": cohort["name"]}
+    return _json("200 OK", {"cohort": summary, "members": members})
 
 
 _ROUTES = [
@@ -260,4 +332,7 @@ _ROUTES = [
     (r"/release", "POST", _release),
     (r"/courses", "POST", _post_course),
     (r"/state", "GET", _get_state),
+    (r"/assignable-roles", "POST", _post_assignable_roles),
+    (r"/enrolments", "GET", _get_enrolments),
+    (r"/cohorts/([^/]+)/members", "GET", _get_cohort_members),
 ]

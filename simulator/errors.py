@@ -24,6 +24,7 @@ CAPABILITY_NAMES = {
     "enrol/manual:unenrol": "Unenrol users from the course",
     "moodle/course:create": "Create courses",
     "moodle/course:viewparticipants": "View participants",
+    "moodle/course:enrolreview": "Review course enrolments",
 }
 
 

@@ -72,13 +72,16 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         ws_enrol.UNENROL_PARAMS, ws_enrol.unenrol_users, True, ("enrol/manual:unenrol",)
     ),
     "core_enrol_get_enrolled_users": FunctionSpec(
-        ws_enrol.ENROLLED_PARAMS, ws_enrol.get_enrolled_users, False, ("moodle/course:viewparticipants",)
+        ws_enrol.ENROLLED_PARAMS,
+        ws_enrol.get_enrolled_users,
+        False,
+        ("moodle/course:viewparticipants", "moodle/course:enrolreview"),
     ),
     "core_course_get_courses_by_field": FunctionSpec(
         ws_course.BY_FIELD_PARAMS,
         ws_course.get_courses_by_field,
         False,
-        ("moodle/course:view", "moodle/course:viewhiddencourses"),
+        ("moodle/course:view", "moodle/course:viewhiddencourses", "moodle/course:update"),
     ),
     # Not in the hub's list, but the only way to meet Moodle's ``shortnametaken``.
     "core_course_create_courses": FunctionSpec(

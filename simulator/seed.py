@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import unicodedata
 
+from simulator.catalogue import COURSES as CATALOGUE
 from simulator.state import SimState, new_user
 from simulator.ws_course import add_course
 
@@ -74,8 +75,56 @@ def _slug(text: str) -> str:
     )
 
 
+# A handful of seeded people (by position among the seeded users) already in a course of their own
+# programme that their row in demo/people.csv does not list (as if they had dropped it), so the demo's
+# first reconciliation has something to show.
+STRAY_ENROLMENTS = ((3, "MECH205"), (41, "PHAR220"), (97, "CHEM101"), (158, "NURS150"), (233, "ECO315"))
+
+
+def _course_row(shortname: str, fullname: str) -> dict:
+    return {
+        "fullname": fullname,
+        "shortname": shortname,
+        "categoryid": 1,
+        "idnumber": shortname.lower(),
+        "summary": "",
+        "format": "topics",
+        "visible": 1,
+        "startdate": 0,
+        "enddate": 0,
+        "timecreated": 0,
+        "timemodified": 0,
+    }
+
+
+def _student(instance: dict, userid: int) -> dict:
+    return {
+        "instanceid": instance["id"],
+        "courseid": instance["courseid"],
+        "userid": userid,
+        "roles": [5],
+        "status": 0,
+        "timestart": 0,
+        "timeend": 0,
+        "timecreated": 0,
+    }
+
+
+def _seed_catalogue(state: SimState, created: list[int]) -> list[int]:
+    """The 30 programme courses, each with manual enrolment; only the stray enrolments are made."""
+    ids = {}
+    for shortname, fullname in CATALOGUE:
+        ids[shortname] = add_course(state, _course_row(shortname, fullname))["id"]
+    instances = {i["courseid"]: i for i in state.enrol_instances.values() if i["enrol"] == "manual"}
+    for index, shortname in STRAY_ENROLMENTS:
+        if index < len(created):
+            state.enrolments.append(_student(instances[ids[shortname]], created[index]))
+    return list(ids.values())
+
+
 def seed(state: SimState, users: int, *, rng_seed: int = 7) -> dict:
-    """Add ``users`` users, three cohorts and four courses (one without manual enrolment)."""
+    """Add ``users`` users, three cohorts, four courses (one without manual enrolment) with some
+    enrolments, and the catalogue's 30 programme courses (manual enrolment, only the stray enrolments)."""
     rng = random.Random(rng_seed)  # noqa: S311 - demo data
     langs = list(NAMES)
     created: list[int] = []
@@ -133,23 +182,7 @@ def seed(state: SimState, users: int, *, rng_seed: int = 7) -> dict:
             ("HIST110", "Historia de España", True),
             ("ORIENT", "Orientation (self enrolment only)", False),
         ):
-            course = add_course(
-                state,
-                {
-                    "fullname": fullname,
-                    "shortname": shortname,
-                    "categoryid": 1,
-                    "idnumber": shortname.lower(),
-                    "summary": "",
-                    "format": "topics",
-                    "visible": 1,
-                    "startdate": 0,
-                    "enddate": 0,
-                    "timecreated": 0,
-                    "timemodified": 0,
-                },
-                manual=manual,
-            )
+            course = add_course(state, _course_row(shortname, fullname), manual=manual)
             courses.append(course["id"])
             instance = next(
                 (i for i in state.enrol_instances.values() if i["courseid"] == course["id"]), None
@@ -158,16 +191,6 @@ def seed(state: SimState, users: int, *, rng_seed: int = 7) -> dict:
                 continue
             for userid in created:
                 if rng.random() < 0.25:
-                    state.enrolments.append(
-                        {
-                            "instanceid": instance["id"],
-                            "courseid": course["id"],
-                            "userid": userid,
-                            "roles": [5],
-                            "status": 0,
-                            "timestart": 0,
-                            "timeend": 0,
-                            "timecreated": 0,
-                        }
-                    )
-    return {"users": created, "cohorts": cohorts, "courses": courses}
+                    state.enrolments.append(_student(instance, userid))
+        catalogue = _seed_catalogue(state, created)
+    return {"users": created, "cohorts": cohorts, "courses": courses, "catalogue": catalogue}

@@ -13,11 +13,17 @@ import threading
 import time
 from typing import Any
 
+# Moodle's standard roles (lib/db/install.php). Their `name` in the role table is empty: the names come
+# from language strings, so core_enrol_get_enrolled_users shows "" for them.
 ROLES = {
     1: {"shortname": "manager", "name": "Manager", "sortorder": 1},
+    2: {"shortname": "coursecreator", "name": "Course creator", "sortorder": 2},
     3: {"shortname": "editingteacher", "name": "Teacher", "sortorder": 3},
     4: {"shortname": "teacher", "name": "Non-editing teacher", "sortorder": 4},
     5: {"shortname": "student", "name": "Student", "sortorder": 5},
+    6: {"shortname": "guest", "name": "Guest", "sortorder": 6},
+    7: {"shortname": "user", "name": "Authenticated user", "sortorder": 7},
+    8: {"shortname": "frontpage", "name": "Authenticated user on site home", "sortorder": 8},
 }
 DEFAULT_ASSIGNABLE_ROLES = [3, 4, 5]
 GUEST_ID, ADMIN_ID = 1, 2

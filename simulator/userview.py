@@ -11,6 +11,8 @@ to everyone (maildisplay 1).
 
 from __future__ import annotations
 
+import unicodedata
+
 from simulator.context import CallContext
 
 _OPTIONAL_TEXT = ("address", "phone1", "phone2", "department", "institution", "interests", "city", "country")
@@ -20,6 +22,17 @@ _IDENTITY = ("department", "institution", "address", "phone1", "phone2")
 
 def fullname(user: dict) -> str:
     return f"{user['firstname']} {user['lastname']}".strip()
+
+
+def collation_key(text: str) -> tuple[str, str]:
+    """About how PostgreSQL's en_US.UTF-8 collation orders names: accents and case only break ties."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return folded.casefold(), text
+
+
+def name_order(user: dict) -> tuple:
+    """ORDER BY lastname, firstname (then id, where the database would leave the order open)."""
+    return collation_key(user["lastname"]), collation_key(user["firstname"]), user["id"]
 
 
 def custom_fields(ctx: CallContext, user: dict) -> list[dict]:

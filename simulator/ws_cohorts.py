@@ -7,6 +7,7 @@ import time
 from simulator.context import CallContext
 from simulator.errors import invalid_parameter, missing_record, nopermissions
 from simulator.params import DEFAULT, OPTIONAL, Multiple, Single, Value
+from simulator.userview import name_order
 
 CATEGORIES = {1: {"id": 1, "name": "Category 1", "idnumber": ""}}
 
@@ -100,65 +101,79 @@ def _cohort(ctx: CallContext, cohortid: int) -> dict:
 
 
 def get_cohorts(ctx: CallContext, params: dict) -> list[dict]:
-    _require_view(ctx)
+    """Unknown ids are skipped (get_records_list), not reported; the capability is checked per cohort."""
     ids = params["cohortids"] or sorted(ctx.state.cohorts)
-    return [cohort_view(_cohort(ctx, cid)) for cid in ids]
+    result = []
+    for cohort in (ctx.state.cohorts[i] for i in sorted(set(ids)) if i in ctx.state.cohorts):
+        _require_view(ctx)
+        result.append(dict(cohort_view(cohort), customfields=[]))
+    return result
+
+
+def _warning(code: str, message: str) -> dict:
+    return {"warningcode": code, "message": message}
+
+
+def _lookup_member(ctx: CallContext, ctype: dict, utype: dict) -> tuple[int, int] | dict:
+    """The (cohortid, userid) a member entry names, or the warning Moodle answers instead. Users are
+    named by id or username only (not idnumber)."""
+    if ctype["type"] not in ("id", "idnumber"):
+        return _warning("1", f"invalid parameter: cohortype={ctype['type']}")
+    if utype["type"] not in ("id", "username"):
+        return _warning("1", f"invalid parameter: usertype={utype['type']}")
+    cohort = next((c for c in ctx.state.cohorts.values() if str(c[ctype["type"]]) == ctype["value"]), None)
+    if cohort is None:
+        return _warning("2", f"cohort {ctype['type']}={ctype['value']} not exists")
+    user = next(
+        (
+            u
+            for u in ctx.state.users.values()
+            if not u["deleted"] and u["mnethostid"] == 1 and str(u[utype["type"]]) == utype["value"]
+        ),
+        None,
+    )
+    if user is None:
+        return _warning("2", f"user {utype['type']}={utype['value']} not exists")
+    return cohort["id"], user["id"]
 
 
 def add_cohort_members(ctx: CallContext, params: dict) -> dict:
-    _require_assign(ctx)
-    warnings = []
+    """One transaction: entries that only warn need no capability; the first real addition without
+    moodle/cohort:assign (or :manage) fails the whole call."""
+    warnings: list[dict] = []
+    added: list[tuple[int, int]] = []
     for member in params["members"]:
         ctype, utype = member["cohorttype"], member["usertype"]
-        if ctype["type"] not in ("id", "idnumber"):
-            warnings.append({"warningcode": "1", "message": f"invalid parameter: cohortype={ctype['type']}"})
-            continue
-        if utype["type"] not in ("id", "idnumber", "username"):
-            warnings.append({"warningcode": "1", "message": f"invalid parameter: usertype={utype['type']}"})
-            continue
-        cohort = next(
-            (c for c in ctx.state.cohorts.values() if str(c[ctype["type"]]) == ctype["value"]), None
-        )
-        if cohort is None:
+        found = _lookup_member(ctx, ctype, utype)
+        if isinstance(found, dict):
+            warnings.append(found)
+        elif found in added or found[1] in ctx.state.cohort_members.get(found[0], []):
             warnings.append(
-                {"warningcode": "2", "message": f"cohort {ctype['type']}={ctype['value']} not exists"}
+                _warning(
+                    "3",
+                    f"record already exists: cohort({ctype['type']}={ctype['value']} "
+                    f"{utype['type']}={utype['value']})",
+                )
             )
-            continue
-        user = next(
-            (
-                u
-                for u in ctx.state.users.values()
-                if not u["deleted"] and str(u[utype["type"]]) == utype["value"]
-            ),
-            None,
-        )
-        if user is None:
-            warnings.append(
-                {"warningcode": "2", "message": f"user {utype['type']}={utype['value']} not exists"}
-            )
-            continue
-        members = ctx.state.cohort_members.setdefault(cohort["id"], [])
-        if user["id"] in members:
-            warnings.append(
-                {
-                    "warningcode": "3",
-                    "message": f"record already exists: cohort({ctype['type']}="
-                    f"{ctype['value']} {utype['type']}={utype['value']})",
-                }
-            )
-            continue
-        members.append(user["id"])
+        else:
+            _require_assign(ctx)
+            added.append(found)
+    for cohortid, userid in added:
+        ctx.state.cohort_members.setdefault(cohortid, []).append(userid)
     return {"warnings": warnings}
 
 
 def delete_cohort_members(ctx: CallContext, params: dict) -> None:
-    _require_assign(ctx)
+    """Per member: the cohort must exist, then the (non-deleted) user, then the capability."""
     pairs = []
     for member in params["members"]:
         _cohort(ctx, member["cohortid"])
         user = ctx.state.users.get(member["userid"])
         if user is None or user["deleted"]:
-            raise missing_record("user", "SELECT * FROM {user} WHERE id = ? AND deleted = ?", ctx.debug)
+            raise missing_record(
+                "user", "SELECT * FROM {user} WHERE id = ? AND deleted = ? AND mnethostid = ?", ctx.debug
+            )
+        _require_assign(ctx)
         pairs.append((member["cohortid"], member["userid"]))
     for cohortid, userid in pairs:
         members = ctx.state.cohort_members.setdefault(cohortid, [])
@@ -168,9 +183,12 @@ def delete_cohort_members(ctx: CallContext, params: dict) -> None:
 
 
 def get_cohort_members(ctx: CallContext, params: dict) -> list[dict]:
-    _require_view(ctx)
+    """Members ORDER BY lastname, firstname (not by id, nor in the order they were added)."""
     result = []
     for cohortid in params["cohortids"]:
         _cohort(ctx, cohortid)
-        result.append({"cohortid": cohortid, "userids": list(ctx.state.cohort_members.get(cohortid, []))})
+        _require_view(ctx)
+        ids = [u for u in ctx.state.cohort_members.get(cohortid, []) if u in ctx.state.users]
+        users = sorted((ctx.state.users[u] for u in ids), key=name_order)
+        result.append({"cohortid": cohortid, "userids": [u["id"] for u in users]})
     return result

@@ -38,6 +38,11 @@ CREATE_PARAMS = Single(
 SITE_INFO_PARAMS = Single({"serviceshortnames": Multiple(Value("alphanumext"), DEFAULT, [])})
 
 
+# Shown only to a caller with moodle/course:update on the course ("information for managers only").
+MANAGER_FIELDS = ("idnumber", "legacyfiles", "calendartype", "timecreated", "timemodified", "requested",
+                  "cacherev")  # fmt: skip
+
+
 def course_view(ctx: CallContext, course: dict) -> dict:
     category = CATEGORIES.get(course["categoryid"], {"name": ""})
     enrolmethods = sorted(
@@ -47,7 +52,7 @@ def course_view(ctx: CallContext, course: dict) -> dict:
             if i["courseid"] == course["id"] and i["status"] == 0
         }
     )
-    return {
+    view = {
         "id": course["id"],
         "fullname": course["fullname"],
         "displayname": course["fullname"],
@@ -89,13 +94,15 @@ def course_view(ctx: CallContext, course: dict) -> dict:
         "filters": [],
         "courseformatoptions": [],
     }
+    if not ctx.can("moodle/course:update"):
+        view = {k: v for k, v in view.items() if k not in MANAGER_FIELDS}
+    return view
 
 
 def get_courses_by_field(ctx: CallContext, params: dict) -> dict:
+    """The site course (id 1, category 0) is a course like the others here: no field lists it too."""
     field, value = params["field"], params["value"]
-    courses = [
-        c for c in sorted(ctx.state.courses.values(), key=lambda c: c["id"]) if c["id"] != SITE_COURSE_ID
-    ]
+    courses = sorted(ctx.state.courses.values(), key=lambda c: c["id"])
     if field == "":
         pass
     elif field in ("id", "category"):
@@ -106,18 +113,16 @@ def get_courses_by_field(ctx: CallContext, params: dict) -> dict:
         key = "id" if field == "id" else "categoryid"
         courses = [c for c in courses if c[key] == int(value)]
     elif field == "ids":
-        wanted = {int(v) for v in value.split(",") if v.strip().isdigit()}
-        courses = [c for c in courses if c["id"] in wanted]
+        wanted = dict.fromkeys(int(v) for v in value.split(",") if v.strip().isdigit())
+        by_id = {c["id"]: c for c in courses}
+        courses = [by_id[i] for i in wanted if i in by_id]  # validate_courses(): in the order asked
     elif field in ("shortname", "idnumber"):
         courses = [c for c in courses if c[field] == value]
     else:
         raise invalid_parameter("Invalid field name")
     # Courses the caller may not see are skipped, not reported.
-    visible = [
-        c
-        for c in courses
-        if ctx.can("moodle/course:view") and (c["visible"] or ctx.can("moodle/course:viewhiddencourses"))
-    ]
+    sees_hidden = ctx.can("moodle/course:viewhiddencourses") or ctx.can("moodle/course:update")
+    visible = [c for c in courses if ctx.can("moodle/course:view") and (c["visible"] or sees_hidden)]
     return {"courses": [course_view(ctx, c) for c in visible], "warnings": []}
 
 

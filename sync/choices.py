@@ -125,6 +125,13 @@ class DiscrepancyKind(models.TextChoices):
     SUSPENDED_MISMATCH = "suspended_mismatch", "Suspended mismatch"
     IDENTITY_MISMATCH = "identity_mismatch", "Identity mismatch"
     DUPLICATE_MATCH = "duplicate_match", "Duplicate match"
+    # Memberships (course enrolments and cohort members) of people the hub links.
+    MEMBERSHIP_MISSING = "membership_missing", "Membership missing in Moodle"
+    MEMBERSHIP_EXTRA = "membership_extra", "Membership not in the source"
+    MEMBERSHIP_ROLE = "membership_role", "Wrong role in a course"
+    MEMBERSHIP_SUSPENDED = "membership_suspended", "Enrolment suspended mismatch"
+    # A sync found people gone from a course or cohort, but the guard held the change back.
+    MEMBERSHIP_LEFT = "membership_left", "Left a course or cohort"
 
 
 # What the reconciliation applies without asking, by default: changes towards the source that neither
@@ -133,6 +140,9 @@ DEFAULT_AUTO_APPLY = [
     DiscrepancyKind.FIELD_DRIFT.value,
     DiscrepancyKind.MISSING_IN_MOODLE.value,
     DiscrepancyKind.SUSPENDED_MISMATCH.value,
+    DiscrepancyKind.MEMBERSHIP_MISSING.value,
+    DiscrepancyKind.MEMBERSHIP_ROLE.value,
+    DiscrepancyKind.MEMBERSHIP_SUSPENDED.value,  # only re-activations: a suspension always waits
 ]
 
 
@@ -168,12 +178,26 @@ class ResolutionAction(models.TextChoices):
     LINK = "link", "Link to the existing Moodle user"
     RENAME = "rename", "Create with another username"
     IGNORE = "ignore", "Ignore"
+    ENROL = "enrol", "Enrol (or re-activate) in the course"
+    SUSPEND_ENROLMENT = "suspend_enrol", "Suspend the enrolment"
+    UNENROL = "unenrol", "Unenrol from the course"
+    COHORT_ADD = "cohort_add", "Add to the cohort"
+    COHORT_REMOVE = "cohort_remove", "Remove from the cohort"
 
     @classmethod
     def destructive(cls) -> frozenset[str]:
         """Actions that take access away from someone or move an account to another person: counted by the
         blast-radius guard and never approved in bulk together with safe ones."""
-        return frozenset({cls.SUSPEND, cls.RELINK, cls.CHOOSE})
+        return frozenset({cls.SUSPEND, cls.RELINK, cls.CHOOSE, *cls.membership_removals()})
+
+    @classmethod
+    def membership_removals(cls) -> frozenset[str]:
+        """Destructive actions on one course or cohort: the guard counts them per course or cohort."""
+        return frozenset({cls.SUSPEND_ENROLMENT, cls.UNENROL, cls.COHORT_REMOVE})
+
+    @classmethod
+    def membership(cls) -> frozenset[str]:
+        return frozenset({cls.ENROL, cls.COHORT_ADD, *cls.membership_removals()})
 
 
 class ResolutionStatus(models.TextChoices):
@@ -196,3 +220,33 @@ class OverrideStatus(models.TextChoices):
     PENDING = "pending", "Waiting for a second admin"
     CONFIRMED = "confirmed", "Confirmed"
     REJECTED = "rejected", "Rejected"
+
+
+class MembershipKind(models.TextChoices):
+    COURSE = "course", "Course"
+    COHORT = "cohort", "Cohort"
+
+
+class MembershipState(models.TextChoices):
+    """Where a person stands in a course or cohort: what the source wants, and what Moodle has."""
+
+    NONE = "", "Not in it"
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Enrolment suspended"
+    REMOVED = "removed", "Removed"
+
+
+class MembershipStatus(models.TextChoices):
+    OK = "ok", "In step"
+    PENDING = "pending", "Pending"
+    ERROR = "error", "Error"
+    HELD = "held", "Held back by the guard"
+    WAITING = "waiting", "Waiting for the person's account"
+
+
+class LeavePolicy(models.TextChoices):
+    """What leaving a course does. Unenrolling deletes the person's grades and completion in the course,
+    so the run only ever suspends; with UNENROL an admin is asked to approve the unenrolment after."""
+
+    SUSPEND = "suspend", "Suspend the enrolment"
+    UNENROL = "unenrol", "Suspend, then propose unenrolment for approval"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from sync.membership_rules import Desired, MembershipConfigError, MembershipRules, memberships_hash
 from sync.sources.base import SourceRecord
 
 MOODLE_FIELDS = (
@@ -139,6 +140,9 @@ class MappedRecord:
     create_only: frozenset[str]
     hash: str
     origin: str = ""
+    # The courses and cohorts the source puts the person in, hashed apart from the user's fields.
+    memberships: tuple[Desired, ...] = ()
+    membership_hash: str = ""
 
     @classmethod
     def staged(cls, record: Any) -> MappedRecord:
@@ -184,10 +188,14 @@ class Mapping:
     # The language packs installed on the site: another lang is refused here, before Moodle refuses the
     # whole call for it. Empty means the site does not say, and any well-formed code passes.
     languages: frozenset[str] = frozenset()
+    memberships: MembershipRules = dataclasses.field(default_factory=MembershipRules)
+    # The role shortnames the site's role table knows (MoodleSite.role_ids); empty: any role passes.
+    roles: frozenset[str] = frozenset()
 
-    def for_site(self, languages: list[str]) -> Mapping:
-        """This mapping, checking languages against the ones a site has installed."""
-        return dataclasses.replace(self, languages=frozenset(languages))
+    def for_site(self, languages: list[str], roles: list[str] | None = None) -> Mapping:
+        """This mapping, checking languages against the ones a site has installed and enrolment roles
+        against the site's role table."""
+        return dataclasses.replace(self, languages=frozenset(languages), roles=frozenset(roles or ()))
 
     def describe(self) -> list[tuple[str, str]]:
         """Each Moodle field with where its value comes from, in words: the site page shows it."""
@@ -199,7 +207,10 @@ class Mapping:
         """Validate a mapping config (see sync/sources/README.md) and build the mapping."""
         if not isinstance(config, dict):
             raise MappingConfigError("mapping config must be a JSON object")
-        known = {"match_key", "auth", "fields", "customfields", "extended_username_chars", "create_suspended"}
+        known = {
+            "match_key", "auth", "fields", "customfields", "extended_username_chars", "create_suspended",
+            "memberships",
+        }  # fmt: skip
         unknown = sorted(set(config) - known)
         if unknown:
             raise MappingConfigError(
@@ -250,7 +261,11 @@ class Mapping:
                     f"mapping: 'customfields.{shortname}' is not a valid profile field shortname"
                 )
             customfields[shortname] = _field_spec(spec, f"customfields.{shortname}")
-        return cls(match_key, auth, fields, customfields, extended, create_suspended)
+        try:
+            memberships = MembershipRules.from_config(config.get("memberships"))
+        except MembershipConfigError as exc:
+            raise MappingConfigError(str(exc)) from None
+        return cls(match_key, auth, fields, customfields, extended, create_suspended, memberships=memberships)
 
     def apply(self, record: SourceRecord) -> MappedRecord | RecordProblem:
         """Map, normalise and validate one record; a problem is returned, never raised."""
@@ -267,8 +282,20 @@ class Mapping:
         create_only |= {
             CUSTOMFIELD_PREFIX + name for name, spec in self.customfields.items() if spec.update == "create"
         }
+        memberships = self.memberships.desired(
+            record.fields,
+            f"record {record.external_id} ({record.origin})",
+            self.roles,
+            suspended=payload.get("suspended") == 1,
+        )
         return MappedRecord(
-            record.external_id, payload, frozenset(create_only), payload_hash(payload), record.origin
+            record.external_id,
+            payload,
+            frozenset(create_only),
+            payload_hash(payload),
+            record.origin,
+            memberships,
+            memberships_hash(memberships) if not self.memberships.empty else "",
         )
 
     def _payload(self, record: SourceRecord) -> dict[str, Any]:

@@ -17,6 +17,9 @@ from .choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
+    MembershipKind,
+    MembershipState,
+    MembershipStatus,
     OverrideStatus,
     PendingAction,
     RemovedPolicy,
@@ -36,6 +39,14 @@ from .moodle.limits import DEFAULT_LIMITS
 
 def default_auto_apply() -> list[str]:
     return list(DEFAULT_AUTO_APPLY)
+
+
+# Moodle's default role ids (a fresh install's mdl_role): a site whose ids differ says so in its settings.
+DEFAULT_ROLE_IDS = {"student": 5, "teacher": 4, "editingteacher": 3}
+
+
+def default_role_ids() -> dict[str, int]:
+    return dict(DEFAULT_ROLE_IDS)
 
 
 class MoodleSite(models.Model):
@@ -98,6 +109,13 @@ class MoodleSite(models.Model):
     four_eyes = models.BooleanField(
         default=False, help_text="Whoever proposed a resolution cannot approve it."
     )
+    role_ids = models.JSONField(
+        default=default_role_ids,
+        blank=True,
+        help_text="Role shortname -> role id on this Moodle site, for enrolments (Site administration > "
+        "Users > Permissions > Define roles shows them). Moodle's defaults: student 5, teacher 4, "
+        "editingteacher 3.",
+    )
     rename_rule = models.CharField(
         max_length=100,
         default="{username}.{n}",
@@ -127,7 +145,7 @@ class MoodleSite(models.Model):
 
     def mapping(self) -> Mapping:
         """The site's source mapping, checking languages against the packs the site has installed."""
-        return Mapping.from_config(self.source.mapping).for_site(self.language_list)
+        return Mapping.from_config(self.source.mapping).for_site(self.language_list, list(self.role_ids))
 
 
 class ServiceToken(models.Model):
@@ -253,6 +271,12 @@ class SyncRecord(models.Model):
     last_run = models.ForeignKey(
         "SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    membership_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Hash of the courses and cohorts the source last gave this person: an unchanged list "
+        "costs nothing; a changed one sends only the difference.",
+    )
 
     class Meta:
         constraints = [
@@ -318,6 +342,15 @@ class SyncRun(models.Model):
     blocked = models.PositiveIntegerField(
         default=0, help_text="Suspensions the blast-radius guard held back for an admin's decision."
     )
+    # Memberships, counted apart from users: one person may have many.
+    enrolled = models.PositiveIntegerField(default=0, help_text="Enrolments made, changed or re-activated.")
+    enrolments_suspended = models.PositiveIntegerField(default=0)
+    cohort_added = models.PositiveIntegerField(default=0)
+    cohort_removed = models.PositiveIntegerField(default=0)
+    membership_errors = models.PositiveIntegerField(default=0)
+    memberships_held = models.PositiveIntegerField(
+        default=0, help_text="Enrolment suspensions and cohort removals the guard held back."
+    )
     calls = models.PositiveIntegerField(default=0, help_text="Moodle calls made, retries included.")
     progress_total = models.PositiveIntegerField(default=0)
     progress_done = models.PositiveIntegerField(default=0)
@@ -354,6 +387,12 @@ class SyncRun(models.Model):
     COUNTERS = (
         "seen", "changed", "created", "updated", "suspended", "unchanged", "skipped",
         "conflicts", "errors", "dead_lettered", "blocked", "calls",
+        "enrolled", "enrolments_suspended", "cohort_added", "cohort_removed", "membership_errors",
+        "memberships_held",
+    )  # fmt: skip
+    MEMBERSHIP_COUNTERS = (
+        "enrolled", "enrolments_suspended", "cohort_added", "cohort_removed", "membership_errors",
+        "memberships_held",
     )  # fmt: skip
     # What a run leaves for a person; any of these turns a finished run into "finished with problems".
     LEFT_BEHIND = {
@@ -361,6 +400,11 @@ class SyncRun(models.Model):
         "errors": ("record in error", "records in error"),
         "conflicts": ("conflict", "conflicts"),
         "blocked": ("suspension held back by the guard", "suspensions held back by the guard"),
+        "membership_errors": ("membership in error", "memberships in error"),
+        "memberships_held": (
+            "membership change held back by the guard",
+            "membership changes held back by the guard",
+        ),
     }
 
     class Meta:
@@ -633,7 +677,15 @@ class Discrepancy(models.Model):
     source_values = models.JSONField(default=dict, blank=True)
     moodle_values = models.JSONField(default=dict, blank=True)
     candidates = models.JSONField(default=list, blank=True, help_text="Moodle users to choose from.")
-    proposed_action = models.CharField(max_length=12, choices=ResolutionAction.choices)
+    membership = models.ForeignKey(
+        "Membership",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="discrepancies",
+        help_text="For a course or cohort difference: the person's membership it is about.",
+    )
+    proposed_action = models.CharField(max_length=20, choices=ResolutionAction.choices)
     needs_approval = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -661,7 +713,7 @@ class Resolution(models.Model):
     conflict = models.ForeignKey(
         Conflict, null=True, blank=True, on_delete=models.CASCADE, related_name="resolutions"
     )
-    action = models.CharField(max_length=12, choices=ResolutionAction.choices)
+    action = models.CharField(max_length=20, choices=ResolutionAction.choices)
     params = models.JSONField(
         default=dict, blank=True, help_text="What the action needs, e.g. the chosen user."
     )
@@ -710,7 +762,7 @@ class GuardOverride(models.Model):
     at it; the task that applies them checks it again before the first call."""
 
     site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="guard_overrides")
-    action = models.CharField(max_length=12, choices=ResolutionAction.choices)
+    action = models.CharField(max_length=20, choices=ResolutionAction.choices)
     count = models.PositiveIntegerField(help_text="Users affected, as the admin typed it.")
     linked_users = models.PositiveIntegerField(help_text="Users the hub had linked on the site then.")
     limit = models.PositiveIntegerField(help_text="The site's blast-radius limit then.")
@@ -752,3 +804,91 @@ class Comment(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class MembershipTarget(models.Model):
+    """A course or cohort the site's mapping names, as the hub last found it in Moodle.
+
+    `key` is what the source gives (a course shortname or idnumber, a cohort idnumber); `moodle_id` is set
+    once a run resolved it. `problem` says why people cannot be put in it (no such course, no manual
+    enrolment), so the dry run and the pages can name it before anything is sent."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="membership_targets")
+    kind = models.CharField(max_length=10, choices=MembershipKind.choices)
+    key = models.CharField(max_length=255)
+    match = models.CharField(max_length=20, default="idnumber", help_text="The Moodle field `key` matches.")
+    name = models.CharField(max_length=255, blank=True)
+    moodle_id = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    moodle_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="People in it in Moodle, as the last reconciliation read."
+    )
+    moodle_counted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["kind", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "kind", "key"], name="unique_membership_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.key}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.key} ({self.name})" if self.name and self.name != self.key else self.key
+
+
+class Membership(models.Model):
+    """One person's place in one course or cohort: what the source wants (`desired`), what the hub last
+    made Moodle hold (`synced`), and the state of the change between them."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="memberships")
+    record = models.ForeignKey(SyncRecord, on_delete=models.CASCADE, related_name="memberships")
+    target = models.ForeignKey(MembershipTarget, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=100, blank=True, help_text="Role shortname (courses only).")
+    timestart = models.BigIntegerField(default=0)
+    timeend = models.BigIntegerField(default=0)
+    desired = models.CharField(max_length=10, choices=MembershipState.choices, default=MembershipState.ACTIVE)
+    synced = models.CharField(
+        max_length=10, choices=MembershipState.choices, blank=True, default=MembershipState.NONE
+    )
+    synced_role = models.CharField(max_length=100, blank=True)
+    synced_times = models.CharField(max_length=40, blank=True, help_text="timestart:timeend last sent.")
+    status = models.CharField(
+        max_length=10, choices=MembershipStatus.choices, default=MembershipStatus.PENDING
+    )
+    error_message = models.TextField(blank=True)
+    last_run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["target__kind", "target__key"]
+        constraints = [
+            models.UniqueConstraint(fields=["record", "target"], name="unique_membership"),
+        ]
+        indexes = [
+            models.Index(fields=["site", "status"], name="membership_site_status"),
+            models.Index(fields=["target", "status"], name="membership_target_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_id} in {self.target_id}: {self.desired}"
+
+    @property
+    def times(self) -> str:
+        return f"{self.timestart}:{self.timeend}"
+
+    @property
+    def in_step(self) -> bool:
+        """Whether Moodle holds what the source wants, as far as the hub knows. Someone who left a course
+        or cohort the hub never put them in needs nothing."""
+        absent = (MembershipState.NONE, MembershipState.REMOVED)
+        if self.desired != MembershipState.ACTIVE and self.synced in absent:
+            return True
+        if self.synced != self.desired:
+            return False
+        if self.target.kind == MembershipKind.COURSE and self.desired == MembershipState.ACTIVE:
+            return self.synced_role == self.role and self.synced_times == self.times
+        return True

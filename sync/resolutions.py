@@ -33,6 +33,7 @@ from .choices import (
     ConflictKind,
     ConflictStatus,
     DiscrepancyStatus,
+    MembershipKind,
     OverrideStatus,
     ResolutionAction,
     ResolutionStatus,
@@ -52,6 +53,7 @@ from .models import (
     SyncRecord,
     SyncRun,
 )
+from .moodle.client import cohort_member
 from .moodle.errors import SeamError
 from .roles import APPROVE_PERMISSION, check_may_decide
 from .run.connect import NoActiveToken, client_for
@@ -88,6 +90,8 @@ def planned_calls(
     user_id = params.get("user_id")
     if action == ResolutionAction.IGNORE:
         return []
+    if action in ResolutionAction.membership():
+        return membership_calls(action, discrepancy)
     if action == ResolutionAction.SUSPEND:
         return [_update(int(discrepancy.moodle_user_id), suspended=1)]
     if action == ResolutionAction.UNSUSPEND:
@@ -105,6 +109,36 @@ def planned_calls(
     payload.update(params.get("overrides", {}))
     payload["idnumber"] = record.external_id
     return [{"function": "core_user_create_users", "params": {"users": [payload]}}]
+
+
+def membership_calls(action: str, discrepancy: Discrepancy) -> list:
+    """The one call that changes a person's place in a course or cohort."""
+    membership = discrepancy.membership
+    target, user_id = membership.target, membership.record.moodle_id
+    if target.kind == MembershipKind.COHORT:
+        if action == ResolutionAction.COHORT_ADD:
+            return [
+                {"function": "core_cohort_add_cohort_members",
+                 "params": {"members": [cohort_member(target.moodle_id, user_id)]}}
+            ]  # fmt: skip
+        return [
+            {"function": "core_cohort_delete_cohort_members",
+             "params": {"members": [{"cohortid": target.moodle_id, "userid": user_id}]}}
+        ]  # fmt: skip
+    if action == ResolutionAction.UNENROL:
+        item = {"userid": user_id, "courseid": target.moodle_id}
+        return [{"function": "enrol_manual_unenrol_users", "params": {"enrolments": [item]}}]
+    item = {
+        "roleid": int(target.site.role_ids.get(membership.role, 0)),
+        "userid": user_id,
+        "courseid": target.moodle_id,
+    }
+    item.update(
+        {k: v for k, v in (("timestart", membership.timestart), ("timeend", membership.timeend)) if v}
+    )
+    if action == ResolutionAction.SUSPEND_ENROLMENT:
+        item["suspend"] = 1
+    return [{"function": "enrol_manual_enrol_users", "params": {"enrolments": [item]}}]
 
 
 def complete_params(
@@ -295,7 +329,7 @@ def is_destructive(resolution: Resolution) -> bool:
 
 def blast_radius(resolutions: list[Resolution], site: MoodleSite) -> guard.BlastRadius:
     """What approving these would do to the site, counted with what is approved and not applied yet."""
-    destructive = [r for r in resolutions if is_destructive(r)]
+    destructive = [r for r in resolutions if guard.takes_accounts(r.action)]
     actions = {r.action for r in destructive}
     verb = guard.VERBS.get(next(iter(actions)), "changes") if len(actions) == 1 else "changes"
     return guard.measure(
@@ -340,6 +374,9 @@ def approve(
         verdict = blast_radius(resolutions, site)
         if not verdict.allowed:
             raise GuardRefused(verdict)
+        for verdict in target_radii(resolutions, site):
+            if not verdict.allowed:
+                raise GuardRefused(verdict)
     with transaction.atomic():
         # One approval at a time per site: two admins at once must not both miss the queued run.
         MoodleSite.objects.select_for_update().filter(pk=site.pk).first()
@@ -363,6 +400,21 @@ def approve(
         if created and enqueue:
             enqueue_run(run.pk)
     return run
+
+
+def target_radii(resolutions: list[Resolution], site: MoodleSite) -> list[guard.TargetRadius]:
+    """The guard's verdict per course and cohort that these resolutions take people out of."""
+    by_target: dict[int, list[Resolution]] = defaultdict(list)
+    for resolution in resolutions:
+        if resolution.action in ResolutionAction.membership_removals() and resolution.discrepancy_id:
+            by_target[resolution.discrepancy.membership.target_id].append(resolution)
+    verdicts = []
+    for group in by_target.values():
+        target = group[0].discrepancy.membership.target
+        verb = guard.TARGET_VERBS.get(group[0].action, "removes")
+        already = guard.target_in_flight(target, exclude=[r.pk for r in resolutions if r.pk])
+        verdicts.append(guard.measure_target(site, target, len(group), verb=verb, already=already))
+    return verdicts
 
 
 def _resolution_run(site: MoodleSite, user) -> tuple[SyncRun, bool]:
@@ -416,6 +468,11 @@ def request_override(
     for resolution in resolutions:
         check_may_decide(user, resolution)
     verdict = blast_radius(resolutions, site)
+    radii = target_radii(resolutions, site)
+    if radii and len(radii) + (verdict.count > 0) > 1:
+        raise ResolutionError("go past the guard for one course or cohort at a time")
+    if radii:
+        verdict = radii[0]
     if verdict.allowed:
         raise ResolutionError("these are within the site's limit: approve them without an override")
     if typed_count != verdict.count:

@@ -94,3 +94,63 @@ def test_control_api_absent_without_control_flag() -> None:
     app = create_app(SimConfig(), control=False)
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://moodle.test") as client:
         assert client.get("/_sim/stats").status_code == 404
+
+
+def _courses(site: Site, field: str, value: str) -> list[dict]:
+    return site.call("core_course_get_courses_by_field", field=field, value=value)["courses"]
+
+
+def test_course_with_or_without_manual_enrolment(plain: Site) -> None:
+    body = {"shortname": "CHEM101", "fullname": "Química general", "idnumber": "chem-101"}
+    made = plain.control("POST", "/courses", body)
+    assert {k: made[k] for k in body} == body
+    assert _courses(plain, "shortname", "CHEM101")[0]["enrollmentmethods"] == ["manual"]
+    selfonly = plain.control("POST", "/courses", {"shortname": "ORIENT", "manual": False})
+    assert _courses(plain, "id", str(selfonly["id"]))[0]["enrollmentmethods"] == []
+    again = plain.client.post("/_sim/courses", json={"shortname": "CHEM101"})
+    assert again.status_code == 409
+
+
+def test_assignable_roles_by_token_or_by_user(plain: Site) -> None:
+    userid = plain.app.state.tokens[TOKEN]["userid"]
+    alice = plain.control("POST", "/users", {"username": "alice", "firstname": "A", "lastname": "B"})
+    course = plain.control("POST", "/courses", {"shortname": "LAW101"})["id"]
+    made = plain.control("POST", "/assignable-roles", {"token": TOKEN, "roleids": [5]})
+    assert made == {"userid": userid, "roleids": [5]}
+    enrol = [{"roleid": 3, "userid": alice["id"], "courseid": course}]
+    assert plain.call("enrol_manual_enrol_users", enrolments=enrol)["errorcode"] == "wsusercannotassign"
+    reset = plain.control("POST", "/assignable-roles", {"userid": userid, "roleids": None})
+    assert reset["roleids"] == [3, 4, 5]
+    assert plain.call("enrol_manual_enrol_users", enrolments=enrol) is None
+    assert plain.client.post("/_sim/assignable-roles", json={"roleids": [5]}).status_code == 400
+    unknown = plain.client.post("/_sim/assignable-roles", json={"userid": 999, "roleids": [5]})
+    assert unknown.status_code == 404
+
+
+def test_enrolments_and_cohort_members_read_back(plain: Site) -> None:
+    alice = plain.control("POST", "/users", {"username": "alice", "firstname": "A", "lastname": "B"})
+    course = plain.control("POST", "/courses", {"shortname": "LAW101"})["id"]
+    plain.control("POST", "/courses", {"shortname": "LAW210"})
+    enrol = [{"roleid": 5, "userid": alice["id"], "courseid": course}]
+    plain.call("enrol_manual_enrol_users", enrolments=enrol)
+    row = {"course": "LAW101", "userid": alice["id"], "username": "alice", "roles": [5], "status": 0}
+    row.update(timestart=0, timeend=0)
+    assert plain.control("GET", "/enrolments?course=LAW101") == {"enrolments": [row]}
+    assert plain.control("GET", "/enrolments?course=LAW210") == {"enrolments": []}
+    assert plain.control("GET", "/enrolments") == {"enrolments": [row]}
+    assert plain.client.get("/_sim/enrolments?course=NOPE").status_code == 404
+    cohort = {
+        "categorytype": {"type": "system", "value": ""},
+        "name": "Économie",
+        "idnumber": "dept-economie",
+    }
+    plain.call("core_cohort_create_cohorts", cohorts=[cohort])
+    member = {
+        "cohorttype": {"type": "idnumber", "value": "dept-economie"},
+        "usertype": {"type": "username", "value": "alice"},
+    }
+    plain.call("core_cohort_add_cohort_members", members=[member])
+    members = plain.control("GET", "/cohorts/dept-economie/members")
+    assert members["cohort"]["name"] == "Économie"
+    assert members["members"] == [{"userid": alice["id"], "username": "alice"}]
+    assert plain.client.get("/_sim/cohorts/nope/members").status_code == 404

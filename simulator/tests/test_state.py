@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from simulator.app import SimConfig, create_app
+from simulator.catalogue import COURSES as CATALOGUE
 from simulator.seed import seed
 from simulator.state import SimState
 from simulator.tests.conftest import TOKEN, flatten
@@ -67,4 +68,17 @@ def test_seed_makes_multilingual_users_cohorts_and_courses() -> None:
     assert len({u["lang"] for u in users}) == 8
     assert len(made["cohorts"]) == 3 and len(made["courses"]) == 4
     manual = {i["courseid"] for i in state.enrol_instances.values() if i["enrol"] == "manual"}
-    assert len(manual) == 3  # one course offers no manual enrolment (wsnoinstance in the demo)
+    assert len(manual - set(made["catalogue"])) == 3  # ORIENT has no manual enrolment (wsnoinstance)
+
+
+def test_seed_adds_the_catalogue_with_manual_enrolment_and_few_enrolments() -> None:
+    state = SimState()
+    made = seed(state, 300)
+    courses = [state.courses[i] for i in made["catalogue"]]
+    assert [c["shortname"] for c in courses] == [s for s, _ in CATALOGUE]
+    manual = {i["courseid"] for i in state.enrol_instances.values() if i["enrol"] == "manual"}
+    assert set(made["catalogue"]) <= manual
+    strays = [e for e in state.enrolments if e["courseid"] in made["catalogue"]]
+    assert 0 < len(strays) <= 5 and all(e["roles"] == [5] for e in strays)
+    kept = [state.courses[i]["shortname"] for i in made["courses"]]
+    assert kept == ["MATH101", "GER201", "HIST110", "ORIENT"]

@@ -59,6 +59,18 @@ SYNC_FUNCTIONS = (
     "core_user_create_users",
     "core_user_update_users",
 )
+# What a sync with memberships also calls (courses, cohorts, enrolments, and reading them back).
+MEMBERSHIP_FUNCTIONS = (
+    "core_course_get_courses_by_field",
+    "enrol_manual_enrol_users",
+    "enrol_manual_unenrol_users",
+    "core_enrol_get_enrolled_users",
+    "core_cohort_get_cohorts",
+    "core_cohort_create_cohorts",
+    "core_cohort_add_cohort_members",
+    "core_cohort_delete_cohort_members",
+    "core_cohort_get_cohort_members",
+)
 # Every function the hub may call on a site.
 HUB_FUNCTIONS = (
     "core_webservice_get_site_info",
@@ -852,6 +864,13 @@ class MoodleClient:
             page = (
                 self.call("core_enrol_get_enrolled_users", courseid=courseid, options=options + paging) or []
             )
+            if len(page) > page_size:
+                # Moodle sent more than a page: it did not read the paging options, so this is everyone.
+                if users:
+                    raise errors.SeamError(
+                        f"core_enrol_get_enrolled_users ignored limitnumber={page_size} for course {courseid}"
+                    )
+                return page
             users.extend(page)
             if len(page) < page_size:
                 return users

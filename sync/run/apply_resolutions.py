@@ -35,18 +35,21 @@ from ..choices import (
     ConflictStatus,
     DiscrepancyKind,
     DiscrepancyStatus,
+    MembershipState,
+    MembershipStatus,
     OverrideStatus,
     PendingAction,
     ResolutionAction,
     ResolutionStatus,
     SyncStatus,
 )
-from ..models import Conflict, Discrepancy, RecordEvent, Resolution, RunEvent, SyncRecord, SyncRun
+from ..models import Conflict, Discrepancy, Membership, RecordEvent, Resolution, RunEvent, SyncRecord, SyncRun
 from ..moodle import errors
 from ..moodle.errors import MoodleError
 from ..roles import check_may_decide
 from ..words import counted
 from .batch import BatchProcessor
+from .membership_staging import settle
 
 if TYPE_CHECKING:
     from ..moodle.client import MoodleClient
@@ -125,7 +128,7 @@ class Applier:
             Resolution.objects.filter(
                 site=self.site,
                 status=ResolutionStatus.APPROVED,
-                action__in=ResolutionAction.destructive(),
+                action__in=ResolutionAction.destructive() - ResolutionAction.membership_removals(),
                 override__isnull=True,
             ).only("pk", "action", "params")
         )
@@ -144,7 +147,8 @@ class Applier:
             status=ResolutionStatus.FAILED, outcome=text, run=self.run
         )
         Discrepancy.objects.filter(resolutions__pk__in=ids).update(status=DiscrepancyStatus.BLOCKED)
-        SyncRun.objects.filter(pk=self.run.pk).update(blocked=F("blocked") + verdict.count)
+        counter = "memberships_held" if isinstance(verdict, guard.TargetRadius) else "blocked"
+        SyncRun.objects.filter(pk=self.run.pk).update(**{counter: F(counter) + verdict.count})
         self.executor.event(
             f"The blast-radius guard refused {counted(len(ids), 'approved change')}: {verdict.sentence()}.",
             RunEvent.Level.ERROR,
@@ -186,6 +190,9 @@ class Applier:
             )
             for resolution in group:
                 outcomes[resolution.pk] = Outcome(False, text, "errors")
+        removals = [r for r in refused if r.action in ResolutionAction.membership_removals()]
+        refused = [r for r in refused if r not in removals]
+        kept.extend(self._fit_target_guard(removals))
         if refused:
             weight = sum(guard.weight(r) for r in refused)
             verdict = guard.measure(self.site, weight, already=self.unguarded, verb=_verb(refused))
@@ -194,6 +201,23 @@ class Applier:
                 kept.extend(refused)
             else:
                 self._refuse(refused, verdict)
+        return kept
+
+    def _fit_target_guard(self, removals: list[Resolution]) -> list[Resolution]:
+        """Removals from a course or cohort, checked again per course or cohort before any is sent."""
+        by_target: dict[int, list[Resolution]] = defaultdict(list)
+        for resolution in removals:
+            by_target[resolution.discrepancy.membership.target_id].append(resolution)
+        kept = []
+        for group in by_target.values():
+            target = group[0].discrepancy.membership.target
+            verdict = guard.measure_target(
+                self.site, target, len(group), verb=guard.TARGET_VERBS.get(group[0].action, "removes")
+            )
+            if verdict.allowed:
+                kept.extend(group)
+            else:
+                self._refuse(group, verdict)
         return kept
 
     # -- applying ---------------------------------------------------------------------------------------
@@ -217,7 +241,14 @@ class Applier:
         left = [r for r in left if r.pk not in outcomes]
         items = [(r, users) for r in left if (users := _update_users(r))]
         self._send_updates(items, outcomes)
-        relinks = [r for r in left if r.action not in UPDATES and r.pk not in outcomes]
+        self._apply_memberships([r for r in left if r.action in ResolutionAction.membership()], outcomes)
+        relinks = [
+            r
+            for r in left
+            if r.action not in UPDATES
+            and r.action not in ResolutionAction.membership()
+            and r.pk not in outcomes
+        ]
         self._relink(relinks, outcomes)
         self._commit(batch, outcomes)
 
@@ -252,6 +283,53 @@ class Applier:
                 outcomes[resolution.pk] = Outcome(
                     True, f"applied with {UPDATE_FUNCTION}", COUNTER[resolution.action]
                 )
+
+    def _apply_memberships(self, resolutions: list[Resolution], outcomes: dict[int, Outcome]) -> None:
+        """Each resolution's recorded call, joined with the others of the same function into one call; a
+        call Moodle refuses as a whole is isolated by halves (every one is safe to send again)."""
+        by_function: dict[str, list[Resolution]] = defaultdict(list)
+        for resolution in resolutions:
+            by_function[resolution.calls[0]["function"]].append(resolution)
+        for function, group in by_function.items():
+            self._send_memberships(function, group, outcomes)
+
+    def _send_memberships(self, function: str, group: list[Resolution], outcomes: dict[int, Outcome]) -> None:
+        (param,) = group[0].calls[0]["params"]
+        items = [item for r in group for item in r.calls[0]["params"][param]]
+        while True:
+            try:
+                answer = self.client.call(function, **{param: items})
+            except MoodleError as error:
+                if error.category in (errors.CLIENT_FAULT, errors.CONFLICT) and len(group) > 1:
+                    middle = len(group) // 2
+                    self._send_memberships(function, group[:middle], outcomes)
+                    self._send_memberships(function, group[middle:], outcomes)
+                    return
+                if error.category in (errors.CLIENT_FAULT, errors.CONFLICT):
+                    outcomes[group[0].pk] = Outcome(False, f"Moodle refused it: {error}", "errors")
+                    return
+                self.executor.handle_interruption(error)
+                continue
+            except (errors.BreakerOpen, errors.ThrottleTimeout) as cause:
+                self.executor.handle_interruption(cause)
+                continue
+            break
+        missing = {
+            w.get("message", "")
+            for w in (answer or {}).get("warnings", [])
+            if str(w.get("warningcode")) == "2"
+        }
+        for resolution in group:
+            membership = resolution.discrepancy.membership
+            if any(f"={membership.record.moodle_id} " in f"{m} " for m in missing):
+                outcomes[resolution.pk] = Outcome(
+                    False, f"Moodle did not apply it: {'; '.join(sorted(missing))}", "errors"
+                )
+                continue
+            _settle_membership(membership, resolution.action, self.run)
+            outcomes[resolution.pk] = Outcome(
+                True, f"applied with {function}", MEMBERSHIP_COUNTER[resolution.action]
+            )
 
     def _isolate(self, items, error: MoodleError, outcomes: dict[int, Outcome]) -> None:
         if len(items) == 1:
@@ -336,6 +414,36 @@ class Applier:
                 **{name: F(name) + value for name, value in counts.items()},
             )
         self.executor.count_calls()
+
+
+MEMBERSHIP_COUNTER = {
+    ResolutionAction.ENROL: "enrolled",
+    ResolutionAction.SUSPEND_ENROLMENT: "enrolments_suspended",
+    ResolutionAction.UNENROL: "enrolments_suspended",
+    ResolutionAction.COHORT_ADD: "cohort_added",
+    ResolutionAction.COHORT_REMOVE: "cohort_removed",
+}
+MEMBERSHIP_SYNCED = {
+    ResolutionAction.ENROL: MembershipState.ACTIVE,
+    ResolutionAction.SUSPEND_ENROLMENT: MembershipState.SUSPENDED,
+    ResolutionAction.UNENROL: MembershipState.REMOVED,
+    ResolutionAction.COHORT_ADD: MembershipState.ACTIVE,
+    ResolutionAction.COHORT_REMOVE: MembershipState.REMOVED,
+}
+
+
+def _settle_membership(membership: Membership, action: str, run: SyncRun) -> None:
+    """What the applied call made Moodle hold, on the person's membership."""
+    membership.synced = MEMBERSHIP_SYNCED[action]
+    if action == ResolutionAction.ENROL:
+        membership.synced_role, membership.synced_times = membership.role, membership.times
+    if membership.status == MembershipStatus.HELD:
+        membership.status = MembershipStatus.PENDING
+    settle(membership)
+    membership.last_run = run
+    membership.save(
+        update_fields=["synced", "synced_role", "synced_times", "status", "error_message", "last_run"]
+    )
 
 
 def _verb(resolutions: list[Resolution]) -> str:

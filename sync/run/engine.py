@@ -44,7 +44,7 @@ from ..choices import RunControl, RunKind, RunStatus, SyncStatus
 from ..dispatch import send_run
 from ..models import RunEvent, SyncRecord, SyncRun
 from ..moodle import errors
-from ..moodle.client import SYNC_FUNCTIONS, MoodleClient, Preflight
+from ..moodle.client import MEMBERSHIP_FUNCTIONS, SYNC_FUNCTIONS, MoodleClient, Preflight
 from ..moodle.errors import MoodleError
 from ..sources import open_source
 from ..sources.base import SourceConfigError, SourceError
@@ -54,6 +54,9 @@ from .batch import BatchProcessor, Interrupted, Result, StormStop
 from .connect import NoActiveToken, client_for, shared_redis
 from .context import RunStopped
 from .locks import LockLost, RunLock
+from .membership_dry_run import check_targets
+from .membership_reconcile import MembershipReconciler
+from .memberships import MembershipPhase
 from .planning import Planner, expected_rows
 from .reconcile import Reconciler
 from .sizing import remember_pace, remembered_pace
@@ -222,12 +225,23 @@ class RunExecutor:
                 self._dry_run(client)
             elif self.run.kind == RunKind.RECONCILE:
                 Reconciler(self, client, check.userid).reconcile()
+                if self.site.memberships.exists():
+                    rules = self.site.mapping().memberships
+                    MembershipReconciler(self, client, cohort_category=rules.cohort_category).reconcile()
             elif self.run.kind == RunKind.RESOLUTION:
                 apply_approved(self, client)
             else:
                 if self.run.planned_at is None:
                     self._plan()
                 self.work(client)
+                self._memberships(client)
+
+    def _memberships(self, client: MoodleClient) -> None:
+        """After the people, their courses and cohorts (also memberships left pending by an earlier run)."""
+        rules = self.site.mapping().memberships
+        if rules.empty and not self.site.memberships.exists():
+            return
+        MembershipPhase(self, client, on_leave=rules.on_leave, cohort_category=rules.cohort_category).work()
 
     def _wait_for_lock(self, holder: int | None) -> None:
         """Stay queued and try again later (or as soon as the holder releases the lock)."""
@@ -454,7 +468,10 @@ class RunExecutor:
         # A reconciliation reads absences from a listing; every other run proves its look-ups with its first
         # one that acts on an absence (LookupProof), which saves the pre-flight's own look-up.
         prove = self.run.kind in (RunKind.RECONCILE, RunKind.RESOLUTION)
-        check = self.patiently(lambda: client.preflight(SYNC_FUNCTIONS, prove_lookups=prove))
+        needed = (
+            SYNC_FUNCTIONS if self.site.mapping().memberships.empty else SYNC_FUNCTIONS + MEMBERSHIP_FUNCTIONS
+        )
+        check = self.patiently(lambda: client.preflight(needed, prove_lookups=prove))
         if check.ok:
             if check.can_see_users is None:
                 self.proof = LookupProof()
@@ -572,6 +589,7 @@ class RunExecutor:
         classify(planner.stage_removals(self.site.source.removed_policy))
         counts = planner.counts
         writes = totals["created"] + totals["updated"] + totals["suspended"]
+        target_problems = self.patiently(lambda: check_targets(client, self.run, planner.targets, mapping))
         plan = {
             "seen": counts.seen,
             "would_create": totals["created"],
@@ -582,8 +600,10 @@ class RunExecutor:
             "invalid": counts.invalid + totals["errors"],
             "skipped": counts.skipped,
             "removal_blocked": counts.removal_blocked,
-            "examples": {**counts.examples, **examples},
+            "examples": {**counts.examples, **examples, **planner.memberships.examples},
             "estimate": self._estimate(counts.changed + counts.removed, writes),
+            **planner.memberships.as_plan(),
+            "target_problems": target_problems,
         }
         SyncRun.objects.filter(pk=self.run.pk).update(
             plan=plan,

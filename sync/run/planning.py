@@ -34,6 +34,8 @@ from ..choices import (
 from ..mapping import MappedRecord, Mapping, RecordProblem
 from ..models import Discrepancy, MoodleSite, RunEvent, SyncRecord, SyncRun
 from ..sources.base import SourceRecord
+from . import membership_staging
+from .membership_staging import MembershipCounts
 
 CHUNK = 1000
 EXAMPLES = 5
@@ -148,6 +150,9 @@ class Planner:
         self.bootstrap = bootstrap
         self.persist = persist
         self.counts = PlanCounts()
+        self.memberships = MembershipCounts()
+        # Every course and cohort the source names, as (kind, key, match, name): a dry run checks them.
+        self.targets: set[tuple[str, str, str, str]] = set()
         self.seen: set[str] = set()
         self.duplicates: set[str] = set()
         # Called as rows are read (see PULSE_ROWS): the run records its progress and raises RunStopped for
@@ -192,8 +197,13 @@ class Planner:
         ids = [r.external_id for r, _ in outcomes if r.external_id]
         existing = {r.external_id: r for r in SyncRecord.objects.filter(site=self.site, external_id__in=ids)}
         new, changed, events = [], [], []
+        memberships: dict[str, MappedRecord] = {}
         for source_record, result in outcomes:
             record = existing.get(source_record.external_id)
+            if isinstance(result, MappedRecord) and not self.persist:
+                self.targets.update((d.kind, d.key, d.match, d.name) for d in result.memberships)
+            if isinstance(result, MappedRecord) and membership_staging.needs_staging(record, result):
+                memberships[result.external_id] = result
             if isinstance(result, RecordProblem):
                 self.counts.invalid += 1
                 self.counts.example("invalid", result.message)
@@ -214,7 +224,15 @@ class Planner:
                 insert_rows(SyncRecord, new)
                 update_rows(SyncRecord, changed, STAGED_FIELDS)
                 RunEvent.objects.bulk_create(events)
+        self._merge(membership_staging.stage(self.site, self.run, memberships, persist=self.persist))
         return [r for r in new + changed if r.sync_status == SyncStatus.PENDING]
+
+    def _merge(self, counts: MembershipCounts) -> None:
+        for name in ("enrol", "suspend", "add", "remove", "problems"):
+            setattr(self.memberships, name, getattr(self.memberships, name) + getattr(counts, name))
+        for kind, texts in counts.examples.items():
+            for text in texts:
+                self.memberships.example(kind, text)
 
     def _map(self, source_record: SourceRecord) -> MappedRecord | RecordProblem:
         if source_record.external_id in self.seen:
@@ -284,6 +302,7 @@ class Planner:
             self.counts.example("suspend", f"{_label(record)} ({record.username}) left the source")
         if self.persist:
             update_rows(SyncRecord, records, ["sync_status", "pending_action", "last_run"])
+            membership_staging.leave_all(self.site, self.run, gone)
         return records
 
     def _hold_back(self, gone: list[int], verdict: guard.BlastRadius) -> None:

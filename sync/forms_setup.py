@@ -7,6 +7,7 @@ about. Nothing here stores anything.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -296,6 +297,16 @@ class MappingForm(forms.Form):
     create_suspended = forms.BooleanField(
         required=False, label="Create people the source already marks suspended (then suspend them)"
     )
+    memberships = forms.CharField(
+        required=False,
+        label="Courses and cohorts (JSON)",
+        widget=forms.Textarea(attrs={"rows": 8, "class": "code", "spellcheck": "false"}),
+        help_text='Which columns put people in cohorts and courses, e.g. {"cohorts": [{"source": "department", '
+        '"idnumber": "dept-{slug}", "name": "Department of {value}"}], "courses": [{"source": "courses", '
+        '"separator": ";", "match": "shortname", "role": "student"}], "on_leave": "suspend"}. Leaving a '
+        "course suspends the enrolment; with \"on_leave\": \"unenrol\" an admin is also asked to approve "
+        "the unenrolment. Empty: the site syncs users only. README, \"Courses and cohorts\", has every key.",
+    )
 
     def __init__(self, *args, site: MoodleSite, columns: list[str], **kwargs) -> None:
         self.site = site
@@ -349,6 +360,9 @@ class MappingForm(forms.Form):
             "auth": stored.get("auth", "manual"),
             "extended_username_chars": stored.get("extended_username_chars", False),
             "create_suspended": stored.get("create_suspended", False),
+            "memberships": json.dumps(stored["memberships"], indent=2, ensure_ascii=False)
+            if stored.get("memberships")
+            else "",
         }
         fields = stored.get("fields")
         if not isinstance(fields, dict) or not fields:
@@ -443,6 +457,12 @@ class MappingForm(forms.Form):
                 config[flag] = True
         if self.stored.get("customfields"):
             config["customfields"] = self.stored["customfields"]
+        text = (cleaned.get("memberships") or "").strip()
+        if text:
+            try:
+                config["memberships"] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.add_error("memberships", f"This is not JSON ({exc.msg} at line {exc.lineno}).")
         self.config = config
         if self.errors:
             return cleaned
@@ -474,6 +494,36 @@ class PolicyForm(forms.ModelForm):
             "max_removal_percent": "Blast-radius limit (% of the site's users)",
             "max_removal_count": "Blast-radius limit (users)",
         }
+
+    role_table = forms.CharField(
+        required=False,
+        label="Roles for enrolments",
+        help_text="Role shortname=Moodle role id, separated by ; (Moodle's defaults: student=5; teacher=4; "
+        "editingteacher=3). The ids are on Moodle's Site administration > Users > Define roles.",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        roles = self.instance.role_ids or {}
+        self.fields["role_table"].initial = "; ".join(f"{name}={role_id}" for name, role_id in roles.items())
+
+    def clean_role_table(self) -> dict[str, int]:
+        table: dict[str, int] = {}
+        for part in (self.cleaned_data.get("role_table") or "").split(";"):
+            if not part.strip():
+                continue
+            name, equals, number = part.partition("=")
+            name, number = name.strip().lower(), number.strip()
+            if not equals or not re.fullmatch(r"[a-z0-9_]+", name) or not number.isdigit() or int(number) < 1:
+                raise forms.ValidationError(f"“{part.strip()}” is not shortname=id (like student=5).")
+            table[name] = int(number)
+        if not table:
+            raise forms.ValidationError("Name at least one role (student=5 on a standard Moodle).")
+        return table
+
+    def save(self, commit: bool = True) -> MoodleSite:
+        self.instance.role_ids = self.cleaned_data["role_table"]
+        return super().save(commit)
 
     def clean_rename_rule(self) -> str:
         rule = self.cleaned_data["rename_rule"].strip()

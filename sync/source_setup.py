@@ -53,7 +53,9 @@ SITE_FIELDS = (
     "name", "slug", "base_url", "enabled", "time_zone", "languages", "max_concurrent_calls", "min_spacing_ms",
     "calls_per_minute", "batch_size", "max_input_vars", "run_time_budget",
 )  # fmt: skip
-POLICY_FIELDS = ("auto_apply_kinds", "four_eyes", "rename_rule", "max_removal_percent", "max_removal_count")
+POLICY_FIELDS = (
+    "auto_apply_kinds", "four_eyes", "rename_rule", "max_removal_percent", "max_removal_count", "role_ids",
+)  # fmt: skip
 
 
 class SetupError(ValueError):

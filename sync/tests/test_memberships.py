@@ -367,3 +367,38 @@ def test_reconciliation_finds_membership_drift_and_mends_what_is_safe(small, hub
     applying = approve([resolution], hub_admin, enqueue=False)
     engine.execute(applying.pk, transport=transport, sleep=lambda _s: None)
     assert enrolled(moodle, "C05")[ids["E00003"]]["status"] == 1
+
+
+def test_the_mapping_page_keeps_and_edits_the_memberships_and_the_policy_page_the_role_table(
+    tmp_path, clean_redis, moodle, client, hub_admin
+):
+    site, _ = make_membership_site(tmp_path, [row(n) for n in range(1, 4)])
+    client.force_login(hub_admin)
+    page = client.get(f"/sites/{site.slug}/mapping/")
+    assert b"dept-{slug}" in page.content
+    form = page.context["form"]
+    data = {k: v for k, v in form.initial.items() if v is not None and v is not False}
+    for name, field in form.fields.items():
+        if name not in data and field.initial not in (None, False, []):
+            data[name] = field.initial
+    data["memberships"] = '{"courses": [{"source": "courses", "separator": ";", "role": "tutor"}]}'
+    data["save"] = "1"
+    answer = client.post(f"/sites/{site.slug}/mapping/", data)
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    site.source.refresh_from_db()
+    assert site.source.mapping["memberships"] == {"courses": [{"source": "courses", "separator": ";", "role": "tutor"}]}
+    data["memberships"] = '{"courses": [{"source": "courses", "match": "fullname"}]}'
+    refused = client.post(f"/sites/{site.slug}/mapping/", data)
+    assert refused.status_code == 200 and b"match" in refused.content
+
+    policy = client.get(f"/sites/{site.slug}/policy/")
+    assert b"student=5; teacher=4; editingteacher=3" in policy.content
+    values = {
+        "auto_apply_kinds": site.auto_apply_kinds, "rename_rule": site.rename_rule,
+        "max_removal_percent": "2", "max_removal_count": "500", "role_table": "student=5; tutor=9",
+    }  # fmt: skip
+    assert client.post(f"/sites/{site.slug}/policy/", values).status_code == 302
+    site.refresh_from_db()
+    assert site.role_ids == {"student": 5, "tutor": 9}
+    values["role_table"] = "student=five"
+    assert "is not shortname=id" in client.post(f"/sites/{site.slug}/policy/", values).content.decode()

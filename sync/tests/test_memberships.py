@@ -5,6 +5,7 @@ guard wait for an admin, and a course without manual enrolment stops the run onc
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -381,12 +382,13 @@ def test_the_mapping_page_keeps_and_edits_the_memberships_and_the_policy_page_th
     for name, field in form.fields.items():
         if name not in data and field.initial not in (None, False, []):
             data[name] = field.initial
-    data["memberships"] = '{"courses": [{"source": "courses", "separator": ";", "role": "tutor"}]}'
+    tutors = {"courses": [{"source": "courses", "separator": ";", "role": "tutor"}]}
+    data["memberships"] = json.dumps(tutors)
     data["save"] = "1"
     answer = client.post(f"/sites/{site.slug}/mapping/", data)
     assert answer.status_code == 302, answer.content.decode()[:2000]
     site.source.refresh_from_db()
-    assert site.source.mapping["memberships"] == {"courses": [{"source": "courses", "separator": ";", "role": "tutor"}]}
+    assert site.source.mapping["memberships"] == tutors
     data["memberships"] = '{"courses": [{"source": "courses", "match": "fullname"}]}'
     refused = client.post(f"/sites/{site.slug}/mapping/", data)
     assert refused.status_code == 200 and b"match" in refused.content
@@ -402,3 +404,52 @@ def test_the_mapping_page_keeps_and_edits_the_memberships_and_the_policy_page_th
     assert site.role_ids == {"student": 5, "tutor": 9}
     values["role_table"] = "student=five"
     assert "is not shortname=id" in client.post(f"/sites/{site.slug}/policy/", values).content.decode()
+
+
+def test_a_role_the_token_may_not_assign_stops_the_run_once_and_the_next_dry_run_names_it(
+    tmp_path, clean_redis, moodle
+):
+    from integration_hub.testing import HUB_TOKEN
+
+    moodle.control("POST", "assignable-roles", {"token": HUB_TOKEN, "roleids": [3, 4]})
+    site, _ = make_membership_site(tmp_path, [row(n, ["C01"]) for n in range(1, 6)])
+    transport = Recording(moodle.transport)
+    run = run_sync(site, transport, RunKind.BOOTSTRAP)
+    assert run.status == RunStatus.ABORTED
+    assert "may not assign the role student (id 5) in course C01" in run.abort_reason
+    assert transport.count("enrol_manual_enrol_users") == 1  # one refusal, not one per person
+    assert Alert.objects.filter(site=site, kind="config").count() == 1
+    dry = run_sync(site, transport, dry_run=True)
+    assert any("may not assign the role student" in p for p in dry.plan["target_problems"])
+
+
+def test_one_unknown_user_fails_only_their_own_enrolment(small):
+    site, path, rows, moodle, transport = small
+    ids = moodle_ids(site)
+    gone = ids["E00007"]
+    moodle.app.state.users[gone]["deleted"] = 1  # deleted by hand in Moodle; the hub still links them
+    for n in range(1, 41):
+        rows[n - 1] = row(n, [*courses_of(n), "C29"] if "C29" not in courses_of(n) else courses_of(n))
+    write_people(path, rows)
+    transport.sent.clear()
+    run = run_sync(site, transport)
+    in_error = Membership.objects.filter(site=site, status=MembershipStatus.ERROR)
+    assert [m.record.external_id for m in in_error] == ["E00007"]
+    assert "E00007" in in_error[0].error_message and "C29" in in_error[0].error_message
+    newly = [n for n in range(1, 41) if "C29" not in courses_of(n) and n != 7]
+    assert all(ids[f"E{n:05d}"] in enrolled(moodle, "C29") for n in newly)
+    assert run.membership_errors == 1 and run.enrolled == len(newly)
+    assert run.status == RunStatus.PROBLEMS
+
+
+def test_someone_already_in_a_cohort_is_in_step_not_an_error(tmp_path, clean_redis, moodle):
+    rows = [row(n, []) for n in range(1, 6)]
+    site, _ = make_membership_site(tmp_path, rows)
+    transport = Recording(moodle.transport)
+    run_sync(site, transport, RunKind.BOOTSTRAP)  # makes the department cohorts and their members
+    site.records.update(membership_hash="")  # the hub forgets it sent them: it sends them again
+    Membership.objects.filter(site=site).update(synced="", status=MembershipStatus.PENDING)
+    run = run_sync(site, transport)
+    assert run.status == RunStatus.SUCCEEDED, run.abort_reason
+    assert run.cohort_added == 5 and run.membership_errors == 0
+    assert set(Membership.objects.filter(site=site).values_list("status", flat=True)) == {MembershipStatus.OK}

@@ -301,11 +301,12 @@ class MappingForm(forms.Form):
         required=False,
         label="Courses and cohorts (JSON)",
         widget=forms.Textarea(attrs={"rows": 8, "class": "code", "spellcheck": "false"}),
-        help_text='Which columns put people in cohorts and courses, e.g. {"cohorts": [{"source": "department", '
-        '"idnumber": "dept-{slug}", "name": "Department of {value}"}], "courses": [{"source": "courses", '
-        '"separator": ";", "match": "shortname", "role": "student"}], "on_leave": "suspend"}. Leaving a '
-        "course suspends the enrolment; with \"on_leave\": \"unenrol\" an admin is also asked to approve "
-        "the unenrolment. Empty: the site syncs users only. README, \"Courses and cohorts\", has every key.",
+        help_text='Which columns put people in cohorts and courses, e.g. {"cohorts": [{"source": '
+        '"department", "idnumber": "dept-{slug}", "name": "Department of {value}"}], "courses": [{"source": '
+        '"courses", "separator": ";", "match": "shortname", "role": "student"}], "on_leave": "suspend"}. '
+        'Leaving a course suspends the enrolment; with "on_leave": "unenrol" an admin is also asked to '
+        'approve the unenrolment. Empty: the site syncs users only. README, "Courses and cohorts", has '
+        "every key.",
     )
 
     def __init__(self, *args, site: MoodleSite, columns: list[str], **kwargs) -> None:

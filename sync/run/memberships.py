@@ -50,6 +50,9 @@ from .membership_staging import settle
 from .membership_targets import NO_MANUAL, NoManualEnrolment, TargetResolver
 
 CHUNK = 2000  # memberships committed together
+# Enrolments refused alone before any was accepted: past this, it is not one bad person but the data or the
+# site, and halving the rest down to single calls would only hammer Moodle.
+STORM_PROBES = 5
 ENROL_CALL = 500  # enrolments per call (split further under max_input_vars)
 SETUP_CODES = frozenset({"wsnoinstance", "wsusercannotassign"})
 _ROW_FIELDS = ["synced", "synced_role", "synced_times", "status", "error_message", "last_run"]
@@ -84,6 +87,8 @@ class MembershipPhase:
         self.on_leave = on_leave
         self.resolver = TargetResolver(client, self.run, cohort_category=cohort_category, dry_run=False)
         self.role_ids = {str(k): int(v) for k, v in (self.site.role_ids or {}).items()}
+        self.accepted = 0  # memberships Moodle took in this run
+        self.refused_alone: list[str] = []  # errorcodes of memberships refused on their own
 
     def work(self) -> None:
         self._mark_waiting()
@@ -108,11 +113,7 @@ class MembershipPhase:
         self.ctx.patiently(lambda: self.resolver.resolve(targets.values()))
         for row in rows:
             row.target = targets[row.target_id]
-        stopped = self.resolver.without_manual(
-            t
-            for t in targets.values()
-            if any(r.target_id == t.pk and r.desired != MembershipState.REMOVED for r in rows)
-        )
+        stopped = self.resolver.without_manual(targets.values())
         if stopped:
             self._stop_for_setup(str(NoManualEnrolment(stopped)))
         outcome: dict[int, tuple[str, str]] = {}  # membership pk -> (status, message)
@@ -136,11 +137,15 @@ class MembershipPhase:
             r for r in live if r.target.kind == MembershipKind.COHORT and r.desired != MembershipState.ACTIVE
         ]
         enrolments = [r for r in live if r.target.kind == MembershipKind.COURSE]
-        self._send(lambda: self._add_to_cohorts(cohort_adds, outcome))
-        self._send(lambda: self._remove_from_cohorts(cohort_removals, outcome))
-        for start in range(0, len(enrolments), ENROL_CALL):
-            part = enrolments[start : start + ENROL_CALL]
-            self._send(lambda part=part: self._enrol(part, outcome))
+        try:
+            self._send(lambda: self._add_to_cohorts(cohort_adds, outcome))
+            self._send(lambda: self._remove_from_cohorts(cohort_removals, outcome))
+            for start in range(0, len(enrolments), ENROL_CALL):
+                part = enrolments[start : start + ENROL_CALL]
+                self._send(lambda part=part: self._enrol(part, outcome))
+        except RunStopped:
+            self._commit(rows, outcome)  # what Moodle did before the stop is recorded; the rest stays pending
+            raise
         self._commit(rows, outcome)
 
     # -- guard -----------------------------------------------------------------------------------------
@@ -317,13 +322,29 @@ class MembershipPhase:
                     MembershipStatus.ERROR,
                     f"record {row.record.external_id}: Moodle refused it in {row.target.label}: {error}",
                 )
+                self._note_refusal(error)
                 return
             middle = len(rows) // 2
             self._halving(rows[:middle], send, outcome)
             self._halving(rows[middle:], send, outcome)
             return
+        self.accepted += len(rows)
         for row in rows:
             outcome[row.pk] = (MembershipStatus.OK, "")
+
+    def _note_refusal(self, error: MoodleError) -> None:
+        self.refused_alone.append(error.errorcode or error.category)
+        if (
+            not self.accepted
+            and len(self.refused_alone) >= STORM_PROBES
+            and len(set(self.refused_alone)) == 1
+        ):
+            self._stop_for_setup(
+                f"Moodle refused each of the {len(self.refused_alone)} memberships sent alone "
+                f"({self.refused_alone[0]}) and accepted none; the run stopped instead of sending the rest "
+                "one by one. The memberships in error name what Moodle said: fix the source, the mapping "
+                "or the site's role table, then resume"
+            )
 
     # -- stops --------------------------------------------------------------------------------------------
 

@@ -453,3 +453,18 @@ def test_someone_already_in_a_cohort_is_in_step_not_an_error(tmp_path, clean_red
     assert run.status == RunStatus.SUCCEEDED, run.abort_reason
     assert run.cohort_added == 5 and run.membership_errors == 0
     assert set(Membership.objects.filter(site=site).values_list("status", flat=True)) == {MembershipStatus.OK}
+
+
+def test_enrolments_all_refused_alone_stop_the_run_instead_of_hammering_moodle(small):
+    site, path, rows, moodle, transport = small
+    ids = moodle_ids(site)
+    for n in range(1, 9):
+        moodle.app.state.users[ids[f"E{n:05d}"]]["deleted"] = 1
+        rows[n - 1] = row(n, [*courses_of(n), "C28"] if "C28" not in courses_of(n) else courses_of(n))
+    write_people(path, rows)  # eight people deleted by hand in Moodle get a new course each
+    transport.sent.clear()
+    run = run_sync(site, transport)
+    assert run.status == RunStatus.ABORTED
+    assert "refused each of the 5 memberships sent alone" in run.abort_reason
+    assert transport.count("enrol_manual_enrol_users") <= 10
+    assert Membership.objects.filter(site=site, status=MembershipStatus.ERROR).count() == 5

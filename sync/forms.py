@@ -2,7 +2,7 @@ import zoneinfo
 
 from django import forms
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from web.filters import EMPTY, SINCE_CHOICES, SINCE_DELTAS, FilterForm, site_field, with_any
@@ -16,6 +16,9 @@ from .choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
+    MembershipKind,
+    MembershipState,
+    MembershipStatus,
     ResolutionAction,
     ResolutionStatus,
     RunKind,
@@ -24,7 +27,7 @@ from .choices import (
     SyncStatus,
 )
 from .mapping import parse_languages
-from .models import MoodleSite, RecordEvent, SyncSource
+from .models import Membership, MoodleSite, RecordEvent, SyncSource
 from .uploads import check_csv_upload
 
 
@@ -439,6 +442,92 @@ class ResolutionFilterForm(FilterForm):
         if run := self.value("run"):
             resolutions = resolutions.filter(run_id=run)
         return resolutions
+
+
+# -- courses and cohorts ------------------------------------------------------------------------------------
+
+ATTENTION, WITH_PENDING = "attention", "pending"
+TARGET_SHOW = [
+    (ATTENTION, "With a problem, people in error or held back"),
+    (WITH_PENDING, "With people pending"),
+]
+
+
+class TargetFilterForm(FilterForm):
+    """The courses (or cohorts) of a site."""
+
+    q = forms.CharField(
+        required=False, max_length=255, label="Search", help_text="Part of the shortname, idnumber or name."
+    )
+    show = forms.ChoiceField(choices=with_any(TARGET_SHOW, "All"), required=False)
+
+    def filter(self, targets: QuerySet) -> QuerySet:
+        if q := (self.value("q") or "").strip():
+            targets = targets.filter(Q(key__icontains=q) | Q(name__icontains=q))
+        if self.value("show") == ATTENTION:
+            targets = targets.filter(
+                ~Q(problem="") | _has_members(MembershipStatus.ERROR, MembershipStatus.HELD)
+            )
+        elif self.value("show") == WITH_PENDING:
+            targets = targets.filter(_has_members(*UNSENT))
+        return targets
+
+
+def _has_members(*statuses: str) -> Exists:
+    """Whether a target has someone in one of `statuses`: an index look-up per target, not a count."""
+    return Exists(Membership.objects.filter(target=OuterRef("pk"), status__in=statuses))
+
+
+# "Pending" as the pages count it: not sent yet, whether or not the person's account exists yet.
+UNSENT = (MembershipStatus.PENDING, MembershipStatus.WAITING)
+PRESENT_STATES = [(value, label) for value, label in MembershipState.choices if value]
+
+
+class MembershipFilterForm(FilterForm):
+    """The people of one course or cohort (or of every course and cohort of a site, with `kind`)."""
+
+    status = forms.ChoiceField(
+        choices=with_any(
+            [
+                (value, "Pending or waiting for the account" if value == MembershipStatus.PENDING else label)
+                for value, label in MembershipStatus.choices
+            ]
+        ),
+        required=False,
+    )
+    desired = forms.ChoiceField(choices=with_any(PRESENT_STATES), required=False, label="Source wants")
+    synced = forms.ChoiceField(
+        choices=with_any(PRESENT_STATES), required=False, label="Moodle holds (as far as the hub knows)"
+    )
+    run = forms.IntegerField(
+        required=False, min_value=1, label="Run #", help_text="Memberships this run touched last."
+    )
+
+    def filter(self, memberships: QuerySet) -> QuerySet:
+        if status := self.value("status"):
+            memberships = memberships.filter(
+                status__in=UNSENT if status == MembershipStatus.PENDING else [status]
+            )
+        if desired := self.value("desired"):
+            memberships = memberships.filter(desired=desired)
+        if synced := self.value("synced"):
+            memberships = memberships.filter(synced=synced)
+        if run := self.value("run"):
+            memberships = memberships.filter(last_run_id=run)
+        return memberships
+
+
+class SiteMembershipFilterForm(MembershipFilterForm):
+    kind = forms.ChoiceField(
+        choices=with_any(MembershipKind.choices), required=False, label="Course or cohort"
+    )
+
+    field_order = ["kind", "status", "desired", "synced", "run"]
+
+    def filter(self, memberships: QuerySet) -> QuerySet:
+        if kind := self.value("kind"):
+            memberships = memberships.filter(target__kind=kind)
+        return super().filter(memberships)
 
 
 class CommentForm(forms.Form):

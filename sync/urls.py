@@ -1,10 +1,11 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from .views import (
     conflicts,
     deadletters,
     discrepancies,
     locks,
+    memberships,
     records,
     resolutions,
     runs,
@@ -14,6 +15,21 @@ from .views import (
 )
 
 app_name = "sync"
+
+
+class TargetKindConverter:
+    """A URL says "courses" or "cohorts"; its view gets "course" or "cohort" (a MembershipKind)."""
+
+    regex = "courses|cohorts"
+
+    def to_python(self, value: str) -> str:
+        return value.removesuffix("s")
+
+    def to_url(self, value: str) -> str:
+        return f"{value}s"
+
+
+register_converter(TargetKindConverter, "targets")
 
 urlpatterns = [
     path("sites/", sites.site_list, name="site_list"),
@@ -25,6 +41,9 @@ urlpatterns = [
     path("sites/<slug:slug>/policy/", setup.policy_edit, name="policy_edit"),
     path("sites/<slug:slug>/run/", sites.run_start, name="run_start"),
     path("sites/<slug:slug>/reconcile/", sites.site_reconcile, name="site_reconcile"),
+    path("sites/<slug:slug>/<targets:kind>/", memberships.target_list, name="target_list"),
+    path("sites/<slug:slug>/<targets:kind>/<int:pk>/", memberships.target_detail, name="target_detail"),
+    path("sites/<slug:slug>/memberships/", memberships.site_memberships, name="site_memberships"),
     path("sites/<slug:slug>/tokens/", tokens.site_tokens, name="site_tokens"),
     path("sites/<slug:slug>/tokens/<int:pk>/verify/", tokens.token_verify, name="token_verify"),
     path("sites/<slug:slug>/tokens/<int:pk>/promote/", tokens.token_promote, name="token_promote"),

@@ -3,9 +3,11 @@ skeleton (filter, paginate, render) that every list of both apps is built on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.functional import cached_property
@@ -57,10 +59,22 @@ def back(request: HttpRequest, default: str) -> HttpResponse:
 
 
 def list_page(
-    request: HttpRequest, template: str, filters: FilterForm, rows, *, per_page: int = PAGE_SIZE, **extra
+    request: HttpRequest,
+    template: str,
+    filters: FilterForm,
+    rows,
+    *,
+    per_page: int = PAGE_SIZE,
+    expand: Callable[[QuerySet], Iterable] | None = None,
+    **extra,
 ) -> HttpResponse:
-    """A list: its filter form, the filtered rows paginated, and what the shared partials need."""
+    """A list: its filter form, the filtered rows paginated, and what the shared partials need.
+
+    `expand` turns the page's rows into what the template shows, e.g. the same rows with counts aggregated
+    from another table: the paginator then counts the plain rows, and the aggregate reads only this page's."""
     page, query = paginate(request, rows, per_page)
+    if expand is not None:
+        page.object_list = expand(page.object_list)
     context = {
         "filters": filters,
         "page": page,

@@ -15,6 +15,7 @@ from ..forms import RecordFilterForm
 from ..lookups import look_up
 from ..models import SyncRecord
 from .decisions import conflict_choices, same_value
+from .memberships import maps_memberships
 
 HISTORY_LIMIT = 200
 
@@ -75,9 +76,13 @@ def _record_context(record: SyncRecord, *, looked_up=None, lookup_error: str = "
     else:
         theirs = _unique_users(user for conflict in conflicts for user in conflict.their_users)
         theirs_from = "Moodle, as recorded with the open conflict" if theirs else ""
+    memberships = list(record.memberships.select_related("target").order_by("target__kind", "target__key"))
     return {
         "record": record,
         "site": record.site,
+        "memberships": memberships,
+        # Only asked when the person has none: "in no course" is news only if the mapping names some.
+        "maps_memberships": bool(memberships) or maps_memberships(record.site),
         "history": record.events.select_related("run").defer("run__plan")[:HISTORY_LIMIT],
         "conflicts": conflicts,
         "dead_letters": letters,

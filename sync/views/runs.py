@@ -21,9 +21,11 @@ from monitoring.models import CallLog
 from web.pages import list_page
 
 from .. import runs
-from ..choices import RunStatus, SyncStatus
+from ..choices import DiscrepancyKind, MembershipStatus, RunStatus, SyncStatus
 from ..forms import RunFilterForm
 from ..models import RecordEvent, SyncRecord, SyncRun
+from ..words import membership_counts
+from .memberships import maps_memberships
 
 TIMELINE_LIMIT = 200  # newest run events shown; a run with thousands of bad source rows stays readable
 ERROR_OUTCOMES = ("error", "conflict", "dead_letter")
@@ -101,6 +103,7 @@ def _progress_context(run: SyncRun) -> dict:
         "per_minute": round(per_minute) if per_minute is not None else None,
         "eta": eta,
         "counters": _counters(run),
+        "membership_counters": _membership_counters(run),
         "waiting": run.is_active and run.abort_reason.startswith("waiting"),
         "plan": _plan_rows(run.plan) if run.dry_run and run.plan else None,
         "pending": pending,
@@ -133,6 +136,24 @@ def _counters(run: SyncRun) -> list[tuple[str, int, str | None]]:
     ]
 
 
+def _membership_counters(run: SyncRun) -> list[dict] | None:
+    """The membership counters in words, apart from the users' (a person may have many memberships); None
+    when none moved and the site's mapping names no course or cohort."""
+    counts = membership_counts(run)
+    if not any(value for _, value, _ in counts) and not maps_memberships(run.site):
+        return None
+    rows = reverse("sync:site_memberships", args=[run.site.slug])
+    held = {"site": run.site.slug, "kind": DiscrepancyKind.MEMBERSHIP_LEFT, "run": run.pk, "status": "all"}
+    links = {
+        "membership_errors": f"{rows}?{urlencode({'run': run.pk, 'status': MembershipStatus.ERROR})}",
+        "memberships_held": f"{reverse('sync:discrepancy_list')}?{urlencode(held)}",
+    }
+    return [
+        {"name": name, "value": value, "words": words, "url": links.get(name) if value else None}
+        for name, value, words in counts
+    ]
+
+
 # What a dry run's plan holds, in the order an operator reads it, with the example lists that go with it.
 _PLAN_ROWS = (
     ("seen", "Source records read", ()),
@@ -147,19 +168,37 @@ _PLAN_ROWS = (
 )
 
 
+# The memberships a real run would change, counted apart from the people (one person may have many).
+_MEMBERSHIP_PLAN_ROWS = (
+    ("would_enrol", "Would enrol (or change the role or dates)", ("membership_enrol",)),
+    ("would_suspend_enrolments", "Would suspend enrolments (left a course)", ("membership_suspend",)),
+    ("would_add_to_cohorts", "Would add to cohorts", ("membership_add",)),
+    ("would_remove_from_cohorts", "Would remove from cohorts", ("membership_remove",)),
+    ("membership_problems", "Cannot be sent (in error)", ("membership_problems",)),
+)
+
+
 def _plan_rows(plan: dict) -> dict:
     examples = plan.get("examples", {})
-    rows = [
-        {
-            "key": key,
-            "label": label,
-            "count": plan.get(key, 0),
-            "examples": [e for k in kinds for e in examples.get(k, [])],
-        }
-        for key, label, kinds in _PLAN_ROWS
-        if key in plan
-    ]
-    return {"rows": rows, "estimate": plan.get("estimate") or {}}
+
+    def rows(table) -> list[dict]:
+        return [
+            {
+                "key": key,
+                "label": label,
+                "count": plan.get(key, 0),
+                "examples": [e for k in kinds for e in examples.get(k, [])],
+            }
+            for key, label, kinds in table
+            if key in plan
+        ]
+
+    return {
+        "rows": rows(_PLAN_ROWS),
+        "memberships": rows(_MEMBERSHIP_PLAN_ROWS),
+        "target_problems": plan.get("target_problems") or [],
+        "estimate": plan.get("estimate") or {},
+    }
 
 
 @permission_required("sync.operate_runs", raise_exception=True)

@@ -23,6 +23,7 @@ from ..models import MoodleSite, SyncRecord
 from ..run import locks
 from ..run.connect import shared_redis
 from . import setup
+from .memberships import membership_overview
 
 
 def site_list(request):
@@ -91,6 +92,7 @@ def _site_context(site: MoodleSite, form: StartRunForm) -> dict:
         "lock": _lock_state(site),
         "record_counts": [(status, label, statuses.get(status, 0)) for status, label in SyncStatus.choices],
         "open_dead_letters": site.dead_letters.filter(status=DeadLetterStatus.OPEN).count(),
+        "memberships": membership_overview(site),
     }
 
 

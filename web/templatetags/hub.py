@@ -141,7 +141,7 @@ def status_class(status: str) -> str:
     return {
         "succeeded": "ok", "ok": "ok", "running": "info", "queued": "info", "paused": "warn",
         "problems": "warn", "cancelled": "muted", "skipped": "muted", "failed": "bad", "aborted": "bad",
-        "error": "bad", "conflict": "warn", "pending": "info",
+        "error": "bad", "conflict": "warn", "pending": "info", "held": "warn", "waiting": "info",
     }.get(str(status), "muted")  # fmt: skip
 
 

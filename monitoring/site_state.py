@@ -36,6 +36,7 @@ from sync.choices import (
     ConflictStatus,
     DeadLetterStatus,
     DiscrepancyStatus,
+    MembershipStatus,
     OverrideStatus,
     RunKind,
     RunStatus,
@@ -47,6 +48,7 @@ from sync.models import (
     DeadLetter,
     Discrepancy,
     GuardOverride,
+    Membership,
     MoodleSite,
     ServiceToken,
     SyncRecord,
@@ -214,6 +216,7 @@ def _facts(ids: list[int], now: datetime, *, include_alerts: bool) -> _Facts:
         "dead_letters": DeadLetter.objects.filter(status=DeadLetterStatus.OPEN),
         "errors": SyncRecord.objects.filter(sync_status=SyncStatus.ERROR),
         "conflicts": Conflict.objects.filter(status=ConflictStatus.OPEN),
+        "membership_errors": Membership.objects.filter(status=MembershipStatus.ERROR),
         "discrepancies": Discrepancy.objects.filter(status__in=DiscrepancyStatus.waiting()),
         "blocked": Discrepancy.objects.filter(status=DiscrepancyStatus.BLOCKED),
     }
@@ -588,6 +591,16 @@ class _Findings:
                 "Open them: each says which field is wrong; fix it in the source.",
                 _url("sync:record_list", query={"site": slug, "status": SyncStatus.ERROR}),
                 "Records in error",
+            )
+        if counts["membership_errors"]:
+            self.add(
+                ATTENTION,
+                "memberships_in_error",
+                f"{_plural(counts['membership_errors'], 'membership is', 'memberships are')} in error: those "
+                "people are not in the courses or cohorts the source puts them in.",
+                "Open them: each says what Moodle refused or what is wrong in the source.",
+                _url("sync:site_memberships", slug, query={"status": MembershipStatus.ERROR}),
+                "Memberships in error",
             )
 
     def _alerts(self) -> None:

@@ -18,13 +18,23 @@ from sync.choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
+    MembershipStatus,
     ResolutionAction,
     RunKind,
     RunStatus,
     SyncStatus,
     TokenStatus,
 )
-from sync.models import Conflict, DeadLetter, Discrepancy, ServiceToken, SyncRecord, SyncRun
+from sync.models import (
+    Conflict,
+    DeadLetter,
+    Discrepancy,
+    Membership,
+    MembershipTarget,
+    ServiceToken,
+    SyncRecord,
+    SyncRun,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -106,8 +116,20 @@ def test_an_open_critical_alert_is_never_healthy(calm):
             "1 discrepancy waits for an admin's decision",
             "/discrepancies/?site=north",
         ),
+        (
+            lambda s: Membership.objects.create(
+                site=s,
+                record=record(s, 4),
+                target=MembershipTarget.objects.create(site=s, kind="course", key="CHEM101"),
+                role="student",
+                status=MembershipStatus.ERROR,
+                error_message="record E00004: Moodle refused it",
+            ),
+            "1 membership is in error",
+            "/sites/north/memberships/?status=error",
+        ),
     ],
-    ids=["dead letter", "record in error", "conflict", "discrepancy"],
+    ids=["dead letter", "record in error", "conflict", "discrepancy", "membership in error"],
 )
 def test_work_waiting_for_a_person_needs_attention_and_links_there(calm, make, words, link):
     make(calm)

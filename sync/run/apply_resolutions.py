@@ -460,7 +460,13 @@ def _still_wanted(resolution: Resolution) -> bool:
     target = _target(resolution)
     if isinstance(target, Conflict):
         return target.status == ConflictStatus.OPEN
-    return target.status in (*DiscrepancyStatus.in_flight(), *DiscrepancyStatus.waiting())
+    if target.status not in (*DiscrepancyStatus.in_flight(), *DiscrepancyStatus.waiting()):
+        return False
+    if resolution.action in ResolutionAction.membership() and target.membership_id:
+        # The source may have taken the person back (or out) since: never act against what it says now.
+        wants_in = Membership.objects.filter(pk=target.membership_id, desired=MembershipState.ACTIVE).exists()
+        return wants_in == (resolution.action in (ResolutionAction.ENROL, ResolutionAction.COHORT_ADD))
+    return True
 
 
 def _update_users(resolution: Resolution) -> list[dict[str, Any]]:

@@ -227,7 +227,9 @@ class RunExecutor:
                 Reconciler(self, client, check.userid).reconcile()
                 if self.site.memberships.exists():
                     rules = self.site.mapping().memberships
-                    MembershipReconciler(self, client, cohort_category=rules.cohort_category).reconcile()
+                    MembershipReconciler(
+                        self, client, cohort_category=rules.cohort_category, on_leave=rules.on_leave
+                    ).reconcile()
             elif self.run.kind == RunKind.RESOLUTION:
                 apply_approved(self, client)
             else:

@@ -29,6 +29,7 @@ from ..bulk import update_rows
 from ..choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
+    LeavePolicy,
     MembershipKind,
     MembershipState,
     MembershipStatus,
@@ -75,7 +76,10 @@ def read_cohort(client: MoodleClient, cohortid: int) -> dict[int, Seat]:
 
 
 class MembershipReconciler:
-    def __init__(self, ctx: RunContext, client: MoodleClient, *, cohort_category: int | None) -> None:
+    def __init__(
+        self, ctx: RunContext, client: MoodleClient, *, cohort_category: int | None, on_leave: str = "suspend"
+    ) -> None:
+        self.on_leave = on_leave
         self.ctx = ctx
         self.client = client
         self.run: SyncRun = ctx.run
@@ -181,6 +185,12 @@ class MembershipReconciler:
             return None
         if seat is None:
             return None
+        if course and not seat.active and self.on_leave == LeavePolicy.UNENROL:
+            return (
+                DiscrepancyKind.MEMBERSHIP_LEFT,
+                ResolutionAction.UNENROL,
+                "left the course (the enrolment is suspended) and the site's policy proposes to unenrol them",
+            )
         if course and seat.active:
             return (
                 DiscrepancyKind.MEMBERSHIP_SUSPENDED,

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from ..bulk import update_rows
-from ..choices import MembershipKind, MembershipState, MembershipStatus
+from ..choices import DiscrepancyStatus, MembershipKind, MembershipState, MembershipStatus
 from ..mapping import MappedRecord
 from ..membership_rules import Desired
-from ..models import Membership, MembershipTarget, MoodleSite, SyncRecord, SyncRun
+from ..models import Discrepancy, Membership, MembershipTarget, MoodleSite, SyncRecord, SyncRun
 
 EXAMPLES = 5
 _ROW_FIELDS = [
@@ -147,6 +147,9 @@ def stage(
     ):
         existing[row.record_id][row.target_id] = row
     new, changed, hashed = [], [], []
+    was_held = {
+        row.pk for rows in existing.values() for row in rows.values() if row.status == MembershipStatus.HELD
+    }
     for external_id, mapped in items.items():
         record = records.get(external_id)
         rows = existing.get(record.pk, {}) if record is not None else {}
@@ -172,18 +175,22 @@ def stage(
             record.membership_hash = mapped.membership_hash
             hashed.append(record)
     if persist:
+        released = [row.pk for row in changed if row.pk in was_held and row.status != MembershipStatus.HELD]
         with transaction.atomic():
             Membership.objects.bulk_create(new, batch_size=2000)
             update_rows(Membership, changed, _ROW_FIELDS)
             update_rows(SyncRecord, hashed, ["membership_hash"])
+            # A held-back removal the source took back is no longer anyone's decision.
+            Discrepancy.objects.filter(
+                membership_id__in=released, status__in=DiscrepancyStatus.waiting()
+            ).update(status=DiscrepancyStatus.SUPERSEDED)
     return counts
 
 
 def _want(row: Membership, desired: Desired, run: SyncRun) -> None:
-    if row.status == MembershipStatus.HELD and desired.state == row.desired:
-        pass  # the same removal the guard held back: it waits for an admin, not for this run
-    elif row.status == MembershipStatus.HELD:
-        row.status = MembershipStatus.PENDING  # the source took it back: the held change is moot
+    if row.status == MembershipStatus.HELD and desired.state != row.desired:
+        row.status = MembershipStatus.PENDING  # the source took it back: the held removal is moot
+    # (the same removal the guard held back stays held: it waits for an admin, not for this run)
     row.role, row.timestart, row.timeend, row.desired = (
         desired.role,
         desired.timestart,

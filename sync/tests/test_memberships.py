@@ -223,6 +223,13 @@ def test_an_unenrolment_waits_for_an_admin_and_one_past_the_guard_is_refused(sma
     for n in leaving:
         assert enrolled(moodle, "C00")[ids[f"E{n:05d}"]]["status"] == 1  # still there, suspended
 
+    # The nightly reconciliation supersedes yesterday's proposals and makes them again.
+    assert reconcile(site, transport).status in (RunStatus.SUCCEEDED, RunStatus.PROBLEMS)
+    proposals = Discrepancy.objects.filter(
+        site=site, kind=DiscrepancyKind.MEMBERSHIP_LEFT, status=DiscrepancyStatus.OPEN
+    )
+    assert sorted(d.external_id for d in proposals) == sorted(f"E{n:05d}" for n in leaving)
+    assert {d.proposed_action for d in proposals} == {"unenrol"}
     # The guard counts per course: taking 3 of C00's people out is past a limit of 1 (10 %).
     site.max_removal_percent = 10
     site.save()
@@ -468,3 +475,22 @@ def test_enrolments_all_refused_alone_stop_the_run_instead_of_hammering_moodle(s
     assert "refused each of the 5 memberships sent alone" in run.abort_reason
     assert transport.count("enrol_manual_enrol_users") <= 10
     assert Membership.objects.filter(site=site, status=MembershipStatus.ERROR).count() == 5
+
+
+def test_a_held_back_removal_the_source_takes_back_is_no_longer_anyones_decision(small):
+    site, path, rows, _moodle, transport = small
+    original = list(rows)
+    in_c05 = [n for n in range(1, 41) if "C05" in courses_of(n)]
+    for n in in_c05:
+        rows[n - 1] = row(n, [c for c in courses_of(n) if c != "C05"])
+    write_people(path, rows)
+    assert run_sync(site, transport).memberships_held == len(in_c05)
+    held = Discrepancy.objects.filter(site=site, kind=DiscrepancyKind.MEMBERSHIP_LEFT)
+    assert {d.status for d in held} == {DiscrepancyStatus.BLOCKED}
+    write_people(path, original)  # the export was truncated; the next one is whole again
+    transport.sent.clear()
+    run = run_sync(site, transport)
+    assert run.status == RunStatus.SUCCEEDED, run.abort_reason
+    assert {d.status for d in held.all()} == {DiscrepancyStatus.SUPERSEDED}
+    assert not Membership.objects.filter(site=site).exclude(status=MembershipStatus.OK).exists()
+    assert transport.enrolments() == []

@@ -56,7 +56,7 @@ from .context import RunStopped
 from .locks import LockLost, RunLock
 from .membership_dry_run import check_targets
 from .membership_reconcile import MembershipReconciler
-from .memberships import MembershipPhase
+from .memberships import MembershipPhase, membership_calls
 from .planning import Planner, expected_rows
 from .reconcile import Reconciler
 from .sizing import remember_pace, remembered_pace
@@ -603,7 +603,11 @@ class RunExecutor:
             "skipped": counts.skipped,
             "removal_blocked": counts.removal_blocked,
             "examples": {**counts.examples, **examples, **planner.memberships.examples},
-            "estimate": self._estimate(counts.changed + counts.removed, writes),
+            "estimate": self._estimate(
+                counts.changed + counts.removed,
+                writes,
+                membership_calls(planner.memberships, planner.targets),
+            ),
             **planner.memberships.as_plan(),
             "target_problems": target_problems,
         }
@@ -619,10 +623,11 @@ class RunExecutor:
             last_progress_at=timezone.now(),
         )
 
-    def _estimate(self, to_send: int, writes: int) -> dict:
-        """Calls and minutes the real run would take at the site's throttle (look-ups + writes per batch)."""
+    def _estimate(self, to_send: int, writes: int, memberships: int = 0) -> dict:
+        """Calls and minutes the real run would take at the site's throttle (look-ups + writes per batch, and
+        the membership calls)."""
         batches = -(-to_send // self.site.batch_size) if to_send else 0
-        calls = 2 + batches * 3 + -(-writes // self.site.batch_size)
+        calls = 2 + batches * 3 + -(-writes // self.site.batch_size) + memberships
         per_second = min(self.site.calls_per_minute / 60, 1000 / max(self.site.min_spacing_ms, 1))
         return {"calls": calls, "minutes": round(calls / per_second / 60, 1)}
 

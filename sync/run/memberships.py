@@ -62,6 +62,19 @@ _ROLE_ID = re.compile(r"role\s*\((\d+)\)")
 _NOT_EXISTS = re.compile(r"(user|cohort) id=(\d+) not exists")
 
 
+def membership_calls(counts, targets: set[tuple[str, str, str, str]]) -> int:
+    """About how many calls the membership phase makes for what a dry run staged: one look-up per course,
+    one cohort listing (and a create), the enrolments 500 to a call, cohort changes per chunk."""
+    if not counts.changes:
+        return 0
+    courses = sum(1 for kind, *_ in targets if kind == MembershipKind.COURSE)
+    cohorts = 2 if any(kind == MembershipKind.COHORT for kind, *_ in targets) else 0
+    chunks = -(-counts.changes // CHUNK)
+    enrolments = -(-(counts.enrol + counts.suspend) // ENROL_CALL)
+    cohort_changes = chunks * ((counts.add > 0) + (counts.remove > 0))
+    return courses + cohorts + enrolments + cohort_changes
+
+
 def sendable(site) -> list[Membership]:
     """Pending memberships of people who have a Moodle account, oldest first."""
     return list(

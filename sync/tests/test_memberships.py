@@ -294,6 +294,9 @@ def test_a_dry_run_names_an_unknown_course_and_one_without_manual_enrolment(tmp_
     assert "GHOST" in problems and "no course" in problems
     assert "NOMAN" in problems and "manual enrolment" in problems
     assert run.plan["would_enrol"] == 15
+    # 6 calls for the people; 3 course look-ups, the cohort listing and creation, one enrol call, one
+    # cohort-members call for their memberships.
+    assert run.plan["estimate"]["calls"] == 6 + 7
     assert transport.count("enrol_manual_enrol_users") == 0
 
 

@@ -279,10 +279,9 @@ def _page(ids: list[int], options: dict) -> list[int]:
     return ids[start : start + options["limitnumber"]] if options["limitnumber"] > 0 else ids[start:]
 
 
-def _roles(ctx: CallContext, courseid: int, userid: int) -> list[dict]:
-    """get_user_roles(): ``name`` is the role table's, empty for the standard roles (their names come
-    from language strings); ``sortorder`` is role_assignments.sortorder, always 0."""
-    mine = [e for e in ctx.state.enrolments if e["courseid"] == courseid and e["userid"] == userid]
+def _roles(mine: list[dict]) -> list[dict]:
+    """get_user_roles() from the user's enrolments in the course: ``name`` is the role table's, empty for
+    the standard roles (their names come from language strings); ``sortorder`` is always 0."""
     ids = {r for e in mine for r in e["roles"]}
     known = sorted((r for r in ids if r in ROLES), key=lambda r: ROLES[r]["sortorder"])
     return [{"roleid": r, "name": "", "shortname": ROLES[r]["shortname"], "sortorder": 0} for r in known]
@@ -300,7 +299,7 @@ def _courses_of(ctx: CallContext, userid: int) -> list[dict]:
     return [{"id": c["id"], "fullname": c["fullname"], "shortname": c["shortname"]} for c in courses]
 
 
-def _participant(ctx: CallContext, user: dict, courseid: int, userfields: list[str]) -> dict:
+def _participant(ctx: CallContext, user: dict, mine: list[dict], userfields: list[str]) -> dict:
     """user_get_user_details($user, $course, $userfields): id and fullname always come back."""
     for name in userfields:
         if name not in USER_FIELDS:
@@ -310,7 +309,7 @@ def _participant(ctx: CallContext, user: dict, courseid: int, userfields: list[s
         wanted.add("descriptionformat")
     details = dict(user_details(ctx, user, in_course=True) or {}, lastcourseaccess=0)
     if "roles" in wanted:
-        details["roles"] = _roles(ctx, courseid, user["id"])
+        details["roles"] = _roles(mine)
     courses = _courses_of(ctx, user["id"]) if "enrolledcourses" in wanted else []
     if courses:
         details["enrolledcourses"] = courses
@@ -326,4 +325,9 @@ def get_enrolled_users(ctx: CallContext, params: dict) -> list[dict]:
     if options["onlyactive"] and options["onlysuspended"]:
         raise coding_error("Both onlyactive and onlysuspended are set, this is probably not what you want!")
     ids = _page(_ordered(ctx, _enrolled(ctx, course["id"], options), options), options)
-    return [_participant(ctx, ctx.state.users[i], course["id"], options["userfields"]) for i in ids]
+    # One pass over the site's enrolments per call, not one per user listed.
+    in_course: dict[int, list[dict]] = {}
+    for enrolment in ctx.state.enrolments:
+        if enrolment["courseid"] == course["id"]:
+            in_course.setdefault(enrolment["userid"], []).append(enrolment)
+    return [_participant(ctx, ctx.state.users[i], in_course.get(i, []), options["userfields"]) for i in ids]

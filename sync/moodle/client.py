@@ -186,7 +186,11 @@ class _Sent:
 
 
 def _items(function: str, params: Mapping[str, Any]) -> int:
-    """How many list items a request carries (users to create, values to look up): its size of work."""
+    """How many list items a request carries (users to create, values to look up): its size of work. A page
+    of enrolled users is as big as the page asked for, like a look-up of as many values."""
+    if function == "core_enrol_get_enrolled_users":
+        sizes = [o.get("value") for o in params.get("options") or [] if o.get("name") == "limitnumber"]
+        return int(sizes[0]) if sizes and str(sizes[0]).isdigit() else 0
     list_param = SPLIT_PARAM.get(function)
     items = params.get(list_param) if list_param else None
     return len(items) if isinstance(items, Sequence) and not isinstance(items, str | bytes) else 0

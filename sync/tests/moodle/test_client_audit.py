@@ -125,3 +125,13 @@ def test_token_travels_only_in_the_post_body(redis_client, site_name):
     assert token not in str(request.headers)
     assert request.content.decode().startswith(f"wstoken={token}&wsfunction=core_webservice_get_site_info")
     assert token not in repr(client)
+
+
+def test_a_page_of_enrolled_users_is_as_big_as_the_page_asked_for(make_client, records):
+    """The breaker allows a call the time its size explains: a page of 1,000 participants is a big read,
+    not a one-item call that took too long."""
+    make_client().get_enrolled_users(1, page_size=1000, userfields=["id"])
+    (page,) = records
+    assert page.function == "core_enrol_get_enrolled_users" and page.items == 1000
+    make_client().get_enrolled_users(1)
+    assert records[1].items == 0  # unpaged: its size is not known before the answer

@@ -153,9 +153,10 @@ class MembershipPhase:
         try:
             self._send(lambda: self._add_to_cohorts(cohort_adds, outcome))
             self._send(lambda: self._remove_from_cohorts(cohort_removals, outcome))
-            for start in range(0, len(enrolments), ENROL_CALL):
-                part = enrolments[start : start + ENROL_CALL]
-                self._send(lambda part=part: self._enrol(part, outcome))
+            parts = [
+                enrolments[start : start + ENROL_CALL] for start in range(0, len(enrolments), ENROL_CALL)
+            ]
+            self._send(lambda: self._enrol(parts, outcome))
         except RunStopped:
             self._commit(rows, outcome)  # what Moodle did before the stop is recorded; the rest stays pending
             raise
@@ -300,11 +301,37 @@ class MembershipPhase:
             outcome,
         )
 
-    def _enrol(self, rows: list[Membership], outcome: dict) -> None:
-        if rows:
-            self._halving(
-                rows, lambda part: self.client.enrol_users([self._enrolment(r) for r in part]), outcome
-            )
+    def _enrol(self, parts: list[list[Membership]], outcome: dict) -> None:
+        """The enrolment calls side by side, as many at a time as the site allows (each is idempotent, so
+        after a wait the parts not settled yet are simply sent again); a part Moodle refused as a whole is
+        then isolated by halves, one call at a time."""
+        todo = [part for part in parts if any(r.pk not in outcome for r in part)]
+        if not todo:
+            return
+        answers = self.client.call_side_by_side(
+            "enrol_manual_enrol_users", [{"enrolments": [self._enrolment(r) for r in part]} for part in todo]
+        )
+        refused, stop = [], None
+        for part, answer in zip(todo, answers, strict=True):
+            if not isinstance(answer, Exception):
+                self.accepted += len(part)
+                outcome.update({r.pk: (MembershipStatus.OK, "") for r in part})
+            elif isinstance(answer, MoodleError) and answer.category in (
+                errors.CLIENT_FAULT,
+                errors.CONFLICT,
+            ):
+                refused.append((part, answer))
+            else:
+                stop = stop or answer
+        for part, answer in refused:
+            if answer.errorcode in SETUP_CODES:
+                raise answer
+            self._halving(part, self._enrol_call, outcome, refused=answer)
+        if stop is not None:
+            raise stop
+
+    def _enrol_call(self, rows: list[Membership]) -> None:
+        self.client.enrol_users([self._enrolment(r) for r in rows])
 
     def _enrolment(self, row: Membership) -> dict:
         item = {
@@ -321,10 +348,18 @@ class MembershipPhase:
         return item
 
     def _halving(
-        self, rows: list[Membership], send: Callable[[list[Membership]], None], outcome: dict
+        self,
+        rows: list[Membership],
+        send: Callable[[list[Membership]], None],
+        outcome: dict,
+        *,
+        refused: MoodleError | None = None,
     ) -> None:
-        """Send; a call Moodle refuses as a whole (one unknown user) is halved until the bad one is alone."""
+        """Send; a call Moodle refuses as a whole (one unknown user) is halved until the bad one is alone.
+        With `refused`, Moodle already refused these together: they are halved at once."""
         try:
+            if refused is not None:
+                raise refused
             send(rows)
         except MoodleError as error:
             if error.errorcode in SETUP_CODES or error.category not in (errors.CLIENT_FAULT, errors.CONFLICT):

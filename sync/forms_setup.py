@@ -23,7 +23,7 @@ from .mapping import (
     UPDATE_POLICIES,
     MappingConfigError,
 )
-from .models import MoodleSite, SyncSource
+from .models import MoodleSite, SyncSource, default_role_ids
 from .source_setup import (
     TABLE_OR_QUERY,
     SetupError,
@@ -499,8 +499,8 @@ class PolicyForm(forms.ModelForm):
     role_table = forms.CharField(
         required=False,
         label="Roles for enrolments",
-        help_text="Role shortname=Moodle role id, separated by ; (Moodle's defaults: student=5; teacher=4; "
-        "editingteacher=3). The ids are on Moodle's Site administration > Users > Define roles.",
+        help_text="Role shortname=Moodle role id, separated by ; (empty: Moodle's defaults, student=5; "
+        "teacher=4; editingteacher=3). The ids are on Moodle's Site administration > Users > Define roles.",
     )
 
     def __init__(self, *args, **kwargs) -> None:
@@ -518,9 +518,7 @@ class PolicyForm(forms.ModelForm):
             if not equals or not re.fullmatch(r"[a-z0-9_]+", name) or not number.isdigit() or int(number) < 1:
                 raise forms.ValidationError(f"“{part.strip()}” is not shortname=id (like student=5).")
             table[name] = int(number)
-        if not table:
-            raise forms.ValidationError("Name at least one role (student=5 on a standard Moodle).")
-        return table
+        return table or default_role_ids()
 
     def save(self, commit: bool = True) -> MoodleSite:
         self.instance.role_ids = self.cleaned_data["role_table"]

@@ -412,6 +412,10 @@ def test_the_mapping_page_keeps_and_edits_the_memberships_and_the_policy_page_th
     assert client.post(f"/sites/{site.slug}/policy/", values).status_code == 302
     site.refresh_from_db()
     assert site.role_ids == {"student": 5, "tutor": 9}
+    values["role_table"] = ""
+    assert client.post(f"/sites/{site.slug}/policy/", values).status_code == 302
+    site.refresh_from_db()
+    assert site.role_ids == {"student": 5, "teacher": 4, "editingteacher": 3}
     values["role_table"] = "student=five"
     assert "is not shortname=id" in client.post(f"/sites/{site.slug}/policy/", values).content.decode()
 

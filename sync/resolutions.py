@@ -402,6 +402,16 @@ def approve(
     return run
 
 
+def guard_verdict(resolutions: list[Resolution], site: MoodleSite) -> guard.BlastRadius | guard.TargetRadius:
+    """The guard's verdict a person sees before approving these: per course or cohort for membership removals,
+    against the site's users for the rest; the first one past its limit, else the largest."""
+    radii = target_radii(resolutions, site)
+    accounts = blast_radius(resolutions, site)
+    candidates = [*([accounts] if accounts.count or not radii else []), *radii]
+    over = [v for v in candidates if not v.allowed]
+    return over[0] if over else max(candidates, key=lambda v: v.total)
+
+
 def target_radii(resolutions: list[Resolution], site: MoodleSite) -> list[guard.TargetRadius]:
     """The guard's verdict per course and cohort that these resolutions take people out of."""
     by_target: dict[int, list[Resolution]] = defaultdict(list)
@@ -618,9 +628,9 @@ def bulk_plan(discrepancies) -> BulkPlan:
     for item in plan.destructive:
         by_site[item.site_id].append(item)
     for site_id, group in by_site.items():
-        verb = guard.VERBS.get(group[0].proposed_action, "changes")
-        plan.verdicts[site_id] = guard.measure(
-            group[0].site, len(group), verb=verb, already=guard.in_flight(group[0].site)
+        site = group[0].site
+        plan.verdicts[site_id] = guard_verdict(
+            [Resolution(site=site, discrepancy=item, action=item.proposed_action) for item in group], site
         )
     return plan
 

@@ -501,3 +501,27 @@ def test_a_held_back_removal_the_source_takes_back_is_no_longer_anyones_decision
     assert {d.status for d in held.all()} == {DiscrepancyStatus.SUPERSEDED}
     assert not Membership.objects.filter(site=site).exclude(status=MembershipStatus.OK).exists()
     assert transport.enrolments() == []
+
+
+def test_the_approval_pages_show_the_guard_per_course_before_anyone_confirms(small, client, hub_admin):
+    site, path, rows, _moodle, transport = small
+    site.source.mapping = {**site.source.mapping, "memberships": {**MEMBERSHIPS, "on_leave": "unenrol"}}
+    site.source.save()
+    site.max_removal_percent = 50
+    site.save()
+    leaving = [n for n in range(1, 41) if "C00" in courses_of(n)][:3]
+    for n in leaving:
+        rows[n - 1] = row(n, [c for c in courses_of(n) if c != "C00"])
+    write_people(path, rows)
+    run_sync(site, transport)
+    site.max_removal_percent = 10
+    site.save()
+    client.force_login(hub_admin)
+    one = Discrepancy.objects.filter(site=site, kind=DiscrepancyKind.MEMBERSHIP_LEFT).first()
+    page = client.get(f"/discrepancies/{one.pk}/approve/").content.decode()
+    assert "unenrols 1 of the" in page and "people in course C00" in page and "Within the limit" in page
+    assert "enrol_manual_unenrol_users" in page
+    bulk = client.get(
+        "/discrepancies/approve/", {"site": site.slug, "kind": "membership_left"}
+    ).content.decode()
+    assert "unenrols 3 of the" in bulk and "people in course C00" in bulk and "past the limit" in bulk

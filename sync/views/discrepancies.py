@@ -225,8 +225,15 @@ def discrepancy_approve(request, pk: int):
     context["count"] = 1
     verdict = None
     if discrepancy.proposed_action in ResolutionAction.destructive():
-        verdict = resolutions.blast_radius(
-            [Resolution(site=discrepancy.site, action=discrepancy.proposed_action, params=params)],
+        verdict = resolutions.guard_verdict(
+            [
+                Resolution(
+                    site=discrepancy.site,
+                    discrepancy=discrepancy,
+                    action=discrepancy.proposed_action,
+                    params=params,
+                )
+            ],
             discrepancy.site,
         )
         context["verdict"] = verdict

@@ -61,7 +61,7 @@ def resolution_approve(request, pk: int):
     if reason:
         return refused_page(request, "sync/discrepancy_approve.html", context, reason)
     if resolutions.is_destructive(resolution):
-        context["verdict"] = resolutions.blast_radius([resolution], resolution.site)
+        context["verdict"] = resolutions.guard_verdict([resolution], resolution.site)
     if request.method != "POST":
         return render(request, "sync/discrepancy_approve.html", context)
     try:

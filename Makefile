@@ -43,6 +43,11 @@ clean:
 bench: install
 	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench -- $(BIN)/python bench/sync_bench.py
 
+## bench-memberships: enrolments and cohorts, bootstrap and read-back, against the simulator (bench/RESULTS.md)
+.PHONY: bench-memberships
+bench-memberships: install
+	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-memberships -- $(BIN)/python bench/membership_bench.py
+
 ## bench-pages: every list page and the Overview at 1,000 and 1,000,000 records (results in bench/RESULTS.md)
 bench-pages: install
 	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-pages -- $(BIN)/python bench/pages_bench.py

@@ -104,12 +104,21 @@ class MembershipPhase:
         self.refused_alone: list[str] = []  # errorcodes of memberships refused on their own
 
     def work(self) -> None:
+        self._retry_setup_errors()
         self._mark_waiting()
         done_before: set[int] = set()
         while rows := [r for r in sendable(self.site) if r.pk not in done_before]:
             self.ctx.check_control()
             done_before.update(r.pk for r in rows)
             self._chunk(rows)
+
+    def _retry_setup_errors(self) -> None:
+        """Memberships in error because of their course or cohort (not found, no manual enrolment, a role
+        refused there) are tried again: the fix is made in Moodle, where the hub cannot see it happen. Their
+        course is looked up again first, so one still broken costs one look-up, not a call per person."""
+        Membership.objects.filter(site=self.site, status=MembershipStatus.ERROR).exclude(
+            target__problem=""
+        ).update(status=MembershipStatus.PENDING)
 
     def _mark_waiting(self) -> None:
         """Memberships of people without an account in Moodle (new and in conflict or error) wait for it."""

@@ -525,3 +525,21 @@ def test_the_approval_pages_show_the_guard_per_course_before_anyone_confirms(sma
         "/discrepancies/approve/", {"site": site.slug, "kind": "membership_left"}
     ).content.decode()
     assert "unenrols 3 of the" in bulk and "people in course C00" in bulk and "past the limit" in bulk
+
+
+def test_a_course_made_in_moodle_after_a_run_named_it_unknown_is_enrolled_by_the_next_run(
+    tmp_path, clean_redis, moodle
+):
+    site, _ = make_membership_site(tmp_path, [row(n, ["C01", "LATER"]) for n in range(1, 4)])
+    transport = Recording(moodle.transport)
+    first = run_sync(site, transport, RunKind.BOOTSTRAP)
+    assert first.status == RunStatus.PROBLEMS and first.membership_errors == 3
+    assert "no course with shortname LATER" in Membership.objects.filter(status="error").first().error_message
+    moodle.control("POST", "courses", {"shortname": "LATER", "fullname": "Made later"})
+    transport.sent.clear()
+    second = run_sync(site, transport)
+    assert second.status == RunStatus.SUCCEEDED, second.abort_reason
+    assert second.enrolled == 3 and len(enrolled(moodle, "LATER")) == 3
+    transport.sent.clear()
+    third = run_sync(site, transport)  # in step now: not even a look-up
+    assert transport.count("core_course_get_courses_by_field") == 0 and third.enrolled == 0

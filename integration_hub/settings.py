@@ -242,6 +242,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # The request body apart from its files (form fields): files are bounded by UPLOAD_MAX_MB, not by this.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
+# Webhooks (sync/hooks.py): the source's changes and Moodle's own, signed with a per-site secret.
+# A request is refused when its timestamp is further than this from the hub's clock (replays, skewed clocks).
+HOOK_TIMESTAMP_WINDOW_S = env.int("HOOK_TIMESTAMP_WINDOW_S", default=300)
+# A larger body is refused (413) before it is read.
+HOOK_MAX_BYTES = env.int("HOOK_MAX_BYTES", default=1_048_576)
+# Event ids are remembered this long: a redelivery within it is answered 200 and does nothing.
+HOOK_RETENTION_DAYS = env.int("HOOK_RETENTION_DAYS", default=14)
+# Events arriving within this long of the first are sent together, by one run of kind "event".
+EVENT_COALESCE_S = env.float("EVENT_COALESCE_S", default=2.0)
+# After a secret is rotated, the old one is still accepted for this long (senders switch over meanwhile).
+HOOK_SECRET_OVERLAP_HOURS = env.int("HOOK_SECRET_OVERLAP_HOURS", default=24)
+
 # The scheduler is called silent when its heartbeat task has not finished for this long.
 SCHEDULER_STALE_AFTER_S = env.int("SCHEDULER_STALE_AFTER_S", default=180)
 

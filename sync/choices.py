@@ -22,6 +22,7 @@ class RunKind(models.TextChoices):
     RECONCILE = "reconcile", "Reconcile"
     RESOLUTION = "resolution", "Resolution"
     RETRY = "retry", "Retry"
+    EVENT = "event", "Event"
 
 
 class RunTrigger(models.TextChoices):
@@ -250,3 +251,26 @@ class LeavePolicy(models.TextChoices):
 
     SUSPEND = "suspend", "Suspend the enrolment"
     UNENROL = "unenrol", "Suspend, then propose unenrolment for approval"
+
+
+class HookDirection(models.TextChoices):
+    """Who calls a webhook: the source system with changed people, or Moodle's plugin with its own changes."""
+
+    SOURCE = "source", "Source → hub"
+    MOODLE = "moodle", "Moodle → hub"
+
+
+class HookSecretStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RETIRING = "retiring", "Retiring (accepted until its end)"
+    REVOKED = "revoked", "Revoked"
+
+
+class EventStatus(models.TextChoices):
+    """What became of one webhook request."""
+
+    ACCEPTED = "accepted", "Accepted, waiting for its run"
+    APPLIED = "applied", "Applied"
+    FAILED = "failed", "Not applied (see its run)"
+    DUPLICATE = "duplicate", "Redelivery (already received)"
+    REFUSED = "refused", "Refused"

@@ -17,6 +17,9 @@ from .choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
+    EventStatus,
+    HookDirection,
+    HookSecretStatus,
     MembershipKind,
     MembershipState,
     MembershipStatus,
@@ -115,6 +118,12 @@ class MoodleSite(models.Model):
         help_text="Role shortname -> role id on this Moodle site, for enrolments (Site administration > "
         "Users > Permissions > Define roles shows them). Moodle's defaults: student 5, teacher 4, "
         "editingteacher 3.",
+    )
+    events_expected_within = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="A webhook that has a secret but sent no event for longer than this makes the site need "
+        "attention (a silent source). Empty: no such check.",
     )
     rename_rule = models.CharField(
         max_length=100,
@@ -507,6 +516,8 @@ class SyncRun(models.Model):
         DeadLetter.objects.filter(retry_run=self, status=DeadLetterStatus.RETRYING).update(
             status=DeadLetterStatus.OPEN
         )
+        # Events it took and did not apply wait for the site's next event run.
+        InboundEvent.objects.filter(run=self, status=EventStatus.ACCEPTED).update(run=None)
 
     def finish(self, status: str, reason: str = "") -> bool:
         """End the run, unless another worker claimed it since this copy was read (then nothing changes
@@ -892,3 +903,118 @@ class Membership(models.Model):
         if self.target.kind == MembershipKind.COURSE and self.desired == MembershipState.ACTIVE:
             return self.synced_role == self.role and self.synced_times == self.times
         return True
+
+
+class HookSecret(models.Model):
+    """A site's shared secret for one webhook, encrypted at rest like a token; shown once when made. After a
+    rotation the old one is accepted until `valid_until`, so the sender can switch over."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="hook_secrets")
+    direction = models.CharField(max_length=10, choices=HookDirection.choices)
+    secret_encrypted = models.TextField(editable=False)
+    last4 = models.CharField(max_length=4, editable=False)
+    status = models.CharField(
+        max_length=10, choices=HookSecretStatus.choices, default=HookSecretStatus.ACTIVE
+    )
+    valid_until = models.DateTimeField(null=True, blank=True, help_text="A retiring secret's last moment.")
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["site", "direction", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "direction"],
+                condition=models.Q(status="active"),
+                name="one_active_hook_secret",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_direction_display()} secret …{self.last4}"
+
+    def set_secret(self, plaintext: str) -> None:
+        self.secret_encrypted = crypto.encrypt(plaintext)
+        self.last4 = plaintext[-4:]
+
+    def reveal(self) -> str:
+        """The plaintext, for checking a signature only. Never render, log or put it in a URL."""
+        return crypto.decrypt(self.secret_encrypted)
+
+    def accepts_at(self, when) -> bool:
+        if self.status == HookSecretStatus.ACTIVE:
+            return True
+        return (
+            self.status == HookSecretStatus.RETIRING
+            and self.valid_until is not None
+            and when <= self.valid_until
+        )
+
+
+class InboundEvent(models.Model):
+    """One request to a webhook, whatever became of it: refused (and why), a redelivery, or accepted and
+    then applied by a run of kind event. `received_at` to `applied_at` is the event's latency."""
+
+    site = models.ForeignKey(MoodleSite, null=True, on_delete=models.CASCADE, related_name="inbound_events")
+    site_slug = models.CharField(max_length=50, help_text="As the URL named it (the site may not exist).")
+    direction = models.CharField(max_length=10, choices=HookDirection.choices)
+    event_id = models.CharField(max_length=100, blank=True)
+    kind = models.CharField(max_length=40, blank=True, help_text="The event's name; people for the source.")
+    status = models.CharField(max_length=10, choices=EventStatus.choices)
+    reason = models.TextField(blank=True, help_text="Why it was refused, or what applying it did.")
+    received_at = models.DateTimeField(default=timezone.now)
+    size = models.PositiveIntegerField(default=0, help_text="Bytes of the body.")
+    people = models.PositiveIntegerField(default=0, help_text="People (or Moodle users) it names.")
+    body = models.JSONField(null=True, blank=True, help_text="Kept once verified; never for a refused one.")
+    run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="events_fed"
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "direction", "event_id"],
+                condition=models.Q(status__in=["accepted", "applied", "failed"]),
+                name="one_event_per_id",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["site", "-received_at"], name="event_site_received"),
+            models.Index(fields=["site", "status"], name="event_site_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.event_id or '(no id)'} {self.status}"
+
+    @property
+    def latency(self) -> timedelta | None:
+        return self.applied_at - self.received_at if self.applied_at else None
+
+
+class Completion(models.Model):
+    """A course completion Moodle reported (course_completed), kept for the HR side to download."""
+
+    site = models.ForeignKey(MoodleSite, on_delete=models.CASCADE, related_name="completions")
+    record = models.ForeignKey(SyncRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    moodle_user_id = models.BigIntegerField()
+    external_id = models.CharField(max_length=255, blank=True, help_text="The person's id in the source.")
+    username = models.CharField(max_length=100, blank=True)
+    course_id = models.BigIntegerField()
+    course_shortname = models.CharField(max_length=255, blank=True)
+    course_idnumber = models.CharField(max_length=100, blank=True)
+    completed_at = models.DateTimeField()
+    event = models.ForeignKey(InboundEvent, null=True, on_delete=models.SET_NULL, related_name="+")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-completed_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "moodle_user_id", "course_id"], name="one_completion")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username or self.moodle_user_id} completed {self.course_shortname or self.course_id}"

@@ -4,6 +4,7 @@ from .views import (
     conflicts,
     deadletters,
     discrepancies,
+    hooks,
     locks,
     memberships,
     records,
@@ -32,6 +33,8 @@ class TargetKindConverter:
 register_converter(TargetKindConverter, "targets")
 
 urlpatterns = [
+    path("hooks/source/<slug:slug>/", hooks.source_hook, name="source_hook"),
+    path("hooks/moodle/<slug:slug>/", hooks.moodle_hook, name="moodle_hook"),
     path("sites/", sites.site_list, name="site_list"),
     path("sites/add/", sites.site_add, name="site_add"),
     path("sites/<slug:slug>/", sites.site_detail, name="site_detail"),

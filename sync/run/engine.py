@@ -53,6 +53,7 @@ from .apply_resolutions import apply_approved
 from .batch import BatchProcessor, Interrupted, Result, StormStop
 from .connect import NoActiveToken, client_for, shared_redis
 from .context import RunStopped
+from .events import EventPhase
 from .locks import LockLost, RunLock
 from .membership_dry_run import check_targets
 from .membership_reconcile import MembershipReconciler
@@ -66,7 +67,8 @@ from .view import BlindLookups, LookupProof
 logger = logging.getLogger(__name__)
 
 # Kinds that wait for a busy lock instead of being skipped: what they carry was decided by a person.
-WAITS_FOR_LOCK = (RunKind.RESOLUTION,)
+# Events wait too: a change sent while a long run holds the site is applied after it, never dropped.
+WAITS_FOR_LOCK = (RunKind.RESOLUTION, RunKind.EVENT)
 # The hub's own services failing under a run: waited for, not fatal (see _run_phases_through_blinks).
 BLINKS = (OperationalError, InterfaceError, redis_lib.ConnectionError, redis_lib.TimeoutError)
 HUB_SERVICE_POLL_S = 2.0
@@ -232,13 +234,15 @@ class RunExecutor:
                     ).reconcile()
             elif self.run.kind == RunKind.RESOLUTION:
                 apply_approved(self, client)
+            elif self.run.kind == RunKind.EVENT:
+                EventPhase(self, client).work()
             else:
                 if self.run.planned_at is None:
                     self._plan()
                 self.work(client)
-                self._memberships(client)
+                self.send_memberships(client)
 
-    def _memberships(self, client: MoodleClient) -> None:
+    def send_memberships(self, client: MoodleClient) -> None:
         """After the people, their courses and cohorts (also memberships left pending by an earlier run)."""
         rules = self.site.mapping().memberships
         if rules.empty and not self.site.memberships.exists():
@@ -469,7 +473,7 @@ class RunExecutor:
     def _preflight(self, client: MoodleClient) -> Preflight:
         # A reconciliation reads absences from a listing; every other run proves its look-ups with its first
         # one that acts on an absence (LookupProof), which saves the pre-flight's own look-up.
-        prove = self.run.kind in (RunKind.RECONCILE, RunKind.RESOLUTION)
+        prove = self.run.kind in (RunKind.RECONCILE, RunKind.RESOLUTION, RunKind.EVENT)
         needed = (
             SYNC_FUNCTIONS if self.site.mapping().memberships.empty else SYNC_FUNCTIONS + MEMBERSHIP_FUNCTIONS
         )
@@ -486,12 +490,18 @@ class RunExecutor:
         raise self._config_failure(problems)  # missing functions, or look-ups that would be blind
 
     def _plan(self) -> None:
-        source, mapping = self.source_and_mapping()
+        self.plan_from(*self.source_and_mapping())
+
+    def plan_from(self, source, mapping=None) -> None:
+        """Read `source` and stage who needs a write. A run of kind event reads only the people its events
+        name: nobody is taken to have left the source."""
+        mapping = mapping or self.site.mapping()
         bootstrap = self.run.kind == RunKind.BOOTSTRAP
         planner = Planner(self.run, mapping, bootstrap=bootstrap, pulse=self._planning_pulse(source))
         for _ in planner.stage(source.records()):
             pass  # the planner's pulse records progress and hears pause and cancel as it reads
-        planner.stage_removals(self.site.source.removed_policy)
+        if self.run.kind != RunKind.EVENT:
+            planner.stage_removals(self.site.source.removed_policy)
         counts = planner.counts
         total = SyncRecord.objects.filter(site=self.site, sync_status=SyncStatus.PENDING).count()
         SyncRun.objects.filter(pk=self.run.pk).update(

@@ -106,13 +106,13 @@ class MembershipReconciler:
             MembershipTarget.objects.filter(pk=target.pk).update(
                 moodle_count=len(seats), moodle_counted_at=timezone.now()
             )
-            self._compare(target, seats, linked)
+            self.compare(target, seats, linked)
         parts = [f"{n} {DiscrepancyKind(kind).label.lower()}" for kind, n in sorted(self.counts.items())]
         self.ctx.event(
             f"Compared {counted(len(targets), 'course or cohort', 'courses and cohorts')} with Moodle: "
             + (", ".join(parts) or "no membership discrepancies")
         )
-        self._apply_automatic()
+        self.apply_automatic()
 
     def _read(self, target: MembershipTarget) -> dict[int, Seat]:
         if target.kind == MembershipKind.COURSE:
@@ -121,13 +121,23 @@ class MembershipReconciler:
 
     # -- comparing ------------------------------------------------------------------------------------
 
-    def _compare(self, target: MembershipTarget, seats: dict[int, Seat], linked: dict[int, int]) -> None:
-        rows = {
-            m.record.moodle_id: m
-            for m in Membership.objects.filter(target=target, record__moodle_id__isnull=False).select_related(
-                "record"
+    def compare(
+        self,
+        target: MembershipTarget,
+        seats: dict[int, Seat],
+        linked: dict[int, int],
+        *,
+        only: set[int] | None = None,
+    ) -> None:
+        """Moodle's seats in one course or cohort against the hub's memberships (of the Moodle users `only`,
+        when given: an event speaks of one person, and the others' absence from it means nothing)."""
+        people = Membership.objects.filter(target=target, record__moodle_id__isnull=False)
+        if only is not None:
+            people = people.filter(record__moodle_id__in=only)
+            Discrepancy.objects.filter(membership__in=people, status__in=DiscrepancyStatus.waiting()).update(
+                status=DiscrepancyStatus.SUPERSEDED
             )
-        }
+        rows = {m.record.moodle_id: m for m in people.select_related("record")}
         found: list[Discrepancy] = []
         observed: list[Membership] = []
         for user_id, row in rows.items():
@@ -307,7 +317,7 @@ class MembershipReconciler:
 
     # -- applying what the policy allows ------------------------------------------------------------------
 
-    def _apply_automatic(self) -> None:
+    def apply_automatic(self) -> None:
         """Safe differences the site applies by itself: the memberships go pending and the membership phase
         sends them in this run."""
         if not self.automatic:

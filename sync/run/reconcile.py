@@ -94,7 +94,7 @@ class Reconciler:
         self._find_orphans()
         self._guard_blast_radius()
         self.executor.event(self._describe())
-        self._apply_automatic()
+        self.apply_automatic()
 
     # -- the source side --------------------------------------------------------------------------
 
@@ -106,6 +106,12 @@ class Reconciler:
                 continue  # invalid rows are the sync's to report; reconciliation compares valid people
             self.seen.add(result.external_id)
             mapped.append(result)
+        self.compare_people(mapped)
+        SyncRun.objects.filter(pk=self.run.pk).update(seen=len(self.seen), progress_done=len(self.seen))
+
+    def compare_people(self, mapped: list[MappedRecord]) -> None:
+        """Compare these people (as the source gives them) with what Moodle holds; record the discrepancies
+        and stage what the policy applies by itself (sent by `apply_automatic`)."""
         records = {
             r.external_id: r
             for r in SyncRecord.objects.filter(
@@ -138,7 +144,6 @@ class Reconciler:
             self._stage(stage)
             self._attach_records(found, {m.external_id: m for m in mapped})
             Discrepancy.objects.bulk_create(found)
-        SyncRun.objects.filter(pk=self.run.pk).update(seen=len(self.seen), progress_done=len(self.seen))
 
     def _lookup(self, field: str, values: list) -> list[dict[str, Any]]:
         if not values:
@@ -405,7 +410,7 @@ class Reconciler:
 
     # -- applying what the policy allows ----------------------------------------------------------
 
-    def _apply_automatic(self) -> None:
+    def apply_automatic(self) -> None:
         automatic = Discrepancy.objects.filter(run=self.run, status=DiscrepancyStatus.AUTO)
         if not automatic.exists():
             return

@@ -22,6 +22,7 @@ from Redis), so the Overview's cost does not grow with the number of sites.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -36,6 +37,9 @@ from sync.choices import (
     ConflictStatus,
     DeadLetterStatus,
     DiscrepancyStatus,
+    EventStatus,
+    HookDirection,
+    HookSecretStatus,
     MembershipStatus,
     OverrideStatus,
     RunKind,
@@ -48,6 +52,8 @@ from sync.models import (
     DeadLetter,
     Discrepancy,
     GuardOverride,
+    HookSecret,
+    InboundEvent,
     Membership,
     MoodleSite,
     ServiceToken,
@@ -177,6 +183,8 @@ class _Facts:
     alerts: dict[int, list[dict]]
     overrides: dict[int, int]
     transient: dict[int, tuple[int, int]]
+    # Per site and webhook direction with an active secret: the last event received, else the secret's making.
+    event_silence: dict[int, dict[str, datetime]]
 
 
 def _per_site(queryset, ids: list[int]) -> dict[int, int]:
@@ -235,7 +243,31 @@ def _facts(ids: list[int], now: datetime, *, include_alerts: bool) -> _Facts:
             alerts[row["site_id"]].append(row)
     overrides = _per_site(GuardOverride.objects.filter(status=OverrideStatus.PENDING), ids)
     transient = metrics.transient_rates(ids, now - timedelta(seconds=settings.ALERT_WINDOW_S))
-    return _Facts(probes, paused, last_finished, last_clean, counts, alerts, overrides, transient)
+    return _Facts(
+        probes, paused, last_finished, last_clean, counts, alerts, overrides, transient, _event_silence(ids)
+    )
+
+
+def _event_silence(ids: list[int]) -> dict[int, dict[str, datetime]]:
+    """Since when each webhook with an active secret has been quiet (two queries for all sites)."""
+    quiet: dict[int, dict[str, datetime]] = defaultdict(dict)
+    for row in HookSecret.objects.filter(site_id__in=ids, status=HookSecretStatus.ACTIVE).values(
+        "site_id", "direction", "created_at"
+    ):
+        quiet[row["site_id"]][row["direction"]] = row["created_at"]
+    last = (
+        InboundEvent.objects.filter(
+            site_id__in=ids, status__in=[EventStatus.ACCEPTED, EventStatus.APPLIED, EventStatus.FAILED]
+        )
+        .values("site_id", "direction")
+        .annotate(last=Max("received_at"))
+        .order_by()
+    )
+    for row in last:
+        since = quiet[row["site_id"]].get(row["direction"])
+        if since is not None:
+            quiet[row["site_id"]][row["direction"]] = max(since, row["last"])
+    return quiet
 
 
 def site_states(
@@ -300,6 +332,7 @@ class _Findings:
         self.alerts = facts.alerts[site.pk]
         self.overrides = facts.overrides.get(site.pk, 0)
         self.transient = facts.transient.get(site.pk, (0, 0))
+        self.quiet_since = facts.event_silence.get(site.pk, {})
         self.now = now
         self.active = next((t for t in site.tokens.all() if t.status == TokenStatus.ACTIVE), None)
         self.tokens_url = _url("sync:site_tokens", site.slug) or _url("sync:site_detail", site.slug)
@@ -317,6 +350,7 @@ class _Findings:
         self._last_run()
         self._moodle_load()
         self._waiting_work()
+        self._silent_events()
         self._alerts()
         if self.paused is not None:
             self.add(
@@ -603,6 +637,25 @@ class _Findings:
                 "Memberships in error",
             )
 
+    def _silent_events(self) -> None:
+        """A webhook that should be speaking and is not: the sender is down, or its deliveries are refused."""
+        expected = self.site.events_expected_within
+        if expected is None:
+            return
+        for direction, since in sorted(self.quiet_since.items()):
+            if self.now - since <= expected:
+                continue
+            who = HookDirection(direction).label.split(" ")[0].lower()
+            self.add(
+                ATTENTION,
+                f"silent_events:{direction}",
+                f"No event from {'the ' + who if who == 'source' else who} since {_when(since, self.now)} "
+                f"(expected at least every {_minutes(expected)}).",
+                "Check the sender (its deliveries, its secret, its clock), and the refused events here.",
+                _url("sync:site_events", self.site.slug, query={"direction": direction}),
+                "Events",
+            )
+
     def _alerts(self) -> None:
         """Open alerts no fact above explains already: the alert's own title, at its kind's state."""
         for row in self.alerts:
@@ -625,6 +678,17 @@ class _Findings:
                 _url("monitoring:alert_list", query={"site": self.site.slug}),
                 "Alerts",
             )
+
+
+def _when(value: datetime, now: datetime) -> str:
+    """A time in the active zone, with its date when it is not within the last 20 hours."""
+    shown = timezone.localtime(value)
+    return shown.strftime("%H:%M %Z" if now - value < timedelta(hours=20) else "%Y-%m-%d %H:%M %Z")
+
+
+def _minutes(period: timedelta) -> str:
+    minutes = round(period.total_seconds() / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}" if minutes < 120 else f"{minutes // 60} hours"
 
 
 def _short(text: str, limit: int = 160) -> str:

@@ -36,4 +36,6 @@ def watch_runs() -> str:
     return (
         f"continued {watch.continued or 'none'}; sent again {watch.resent or 'none'}; "
         f"deleted {counted(len(deleted), 'spent upload') if deleted else 'no spent uploads'}"
+        + (f"; event runs for {', '.join(watch.events_requeued)}" if watch.events_requeued else "")
+        + (f"; {counted(watch.events_deleted, 'old webhook row')} deleted" if watch.events_deleted else "")
     )

@@ -10,6 +10,10 @@ nothing more.
 
 A queued run whose task never reached the broker (it was down when the run was queued) or was lost there
 (a broker restarted empty) is sent again; a run's task is idempotent, so a second copy does nothing.
+
+Accepted webhook events that no run holds (their event run stopped before applying them) get a new event
+run, at most one a minute per site, so an event is never left waiting for the next one to arrive. Webhook
+rows past HOOK_RETENTION_DAYS are deleted (their ids are remembered that long against redeliveries).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ..choices import RunStatus
+from ..choices import EventStatus, RunKind, RunStatus
 from ..dispatch import send_run
-from ..models import RunEvent, SyncRun
+from ..hooks import queue_event_run
+from ..models import InboundEvent, MoodleSite, RunEvent, SyncRun
 from .connect import shared_redis
 from .locks import RunLock
 
@@ -37,6 +42,8 @@ class Watch:
 
     continued: list[int] = field(default_factory=list)
     resent: list[int] = field(default_factory=list)
+    events_requeued: list[str] = field(default_factory=list)  # sites whose waiting events got a run
+    events_deleted: int = 0
 
 
 def watch_runs(now: datetime | None = None) -> Watch:
@@ -48,7 +55,24 @@ def watch_runs(now: datetime | None = None) -> Watch:
     for run in unsent_runs(now):
         if send_run(run.pk):
             watch.resent.append(run.pk)
+    for site in sites_with_orphan_events(now):
+        queue_event_run(site)
+        watch.events_requeued.append(site.slug)
+    old = now - timedelta(days=settings.HOOK_RETENTION_DAYS)
+    watch.events_deleted, _ = InboundEvent.objects.filter(received_at__lt=old).delete()
     return watch
+
+
+def sites_with_orphan_events(now: datetime) -> list[MoodleSite]:
+    """Sites with accepted events no run holds, and no event run queued, running or made in the last minute
+    (a run that keeps stopping is not restarted every 30 s)."""
+    waiting = InboundEvent.objects.filter(status=EventStatus.ACCEPTED, run__isnull=True).values("site_id")
+    busy = (
+        SyncRun.objects.filter(kind=RunKind.EVENT)
+        .filter(Q(status__in=RunStatus.active()) | Q(created_at__gte=now - timedelta(seconds=60)))
+        .values("site_id")
+    )
+    return list(MoodleSite.objects.filter(pk__in=waiting).exclude(pk__in=busy))
 
 
 def worker_gone(run: SyncRun, now: datetime) -> bool:

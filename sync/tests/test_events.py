@@ -234,3 +234,49 @@ def test_a_completion_is_kept_for_the_hr_side(client, site, moodle):
     done = Completion.objects.get(site=site)
     assert (done.external_id, done.course_shortname, done.completed_at.year) == ("E00008", "GER201", 2026)
     assert done.record == SyncRecord.objects.get(site=site, external_id="E00008")
+
+
+def test_a_silent_event_source_makes_the_site_need_attention(client, site):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.site_state import ATTENTION, site_state
+
+    site.events_expected_within = timedelta(minutes=30)
+    site.save()
+    assert not [
+        f for f in site_state(site).findings if f.key.startswith("silent_events")
+    ]  # secrets just made
+    later = timezone.now() + timedelta(minutes=45)
+    quiet = [f for f in site_state(site, now=later).findings if f.key.startswith("silent_events")]
+    assert {f.key for f in quiet} == {"silent_events:source", "silent_events:moodle"}
+    assert all(f.state == ATTENTION and "expected at least every 30 minutes" in f.reason for f in quiet)
+    assert post(client, site, "source", {"people": [leaver(1)]}).status_code == 202
+    InboundEvent.objects.filter(site=site).update(received_at=later - timedelta(minutes=1))
+    quiet = [f.key for f in site_state(site, now=later).findings if f.key.startswith("silent_events")]
+    assert quiet == ["silent_events:moodle"]  # the source spoke; Moodle's plugin did not
+    # A refused request is not a sign of life.
+    post(client, site, "moodle", {"event": "user_updated", "user": {"id": 3}}, secret="wrong")
+    InboundEvent.objects.filter(site=site, status=EventStatus.REFUSED).update(received_at=later)
+    assert "silent_events:moodle" in [f.key for f in site_state(site, now=later).findings]
+
+
+def test_events_a_stopped_run_took_are_handed_back_and_get_a_new_run(client, site, moodle):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integration_hub.testing import HUB_TOKEN
+    from sync.run.watchdog import watch_runs
+
+    assert post(client, site, "source", {"people": [leaver(2)]}).status_code == 202
+    moodle.control("DELETE", f"tokens/{HUB_TOKEN}")  # the token is revoked: the run aborts
+    stopped = event_run(site, moodle)
+    assert stopped.status == RunStatus.ABORTED
+    event = InboundEvent.objects.get(site=site)
+    assert event.status == EventStatus.ACCEPTED and event.run is None  # handed back, not lost
+    assert watch_runs(timezone.now()).events_requeued == []  # not restarted at once
+    watch = watch_runs(timezone.now() + timedelta(seconds=61))
+    assert watch.events_requeued == [site.slug]
+    assert SyncRun.objects.filter(site=site, kind=RunKind.EVENT, status=RunStatus.QUEUED).count() == 1

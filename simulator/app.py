@@ -20,6 +20,7 @@ from simulator.context import CallContext
 from simulator.errors import MoodleError
 from simulator.faults import DML_KINDS, HTTP_KINDS, LOST_KINDS, Faults, dml_error, proxy_error_page
 from simulator.functions import FUNCTIONS
+from simulator.hook import Hook, site_address
 from simulator.params import validate
 from simulator.state import SimState
 from simulator.stats import Stats
@@ -57,6 +58,8 @@ class SimulatorApp:
         self.faults = Faults(config)
         self.revoke_after: dict[str, int] = {}
         self._revoke_lock = threading.Lock()
+        # The local_integrationhub plugin: off until POST /_sim/hook (or hook.configure()).
+        self.hook = Hook(lambda: self.state)
 
     # WSGI ---------------------------------------------------------------------------------------
 
@@ -163,6 +166,7 @@ class SimulatorApp:
         """The function's answer, and the arguments it was called with."""
         debug = self.config.debug
         wrote = False
+        events: list[dict] = []
         try:
             with self.state.lock:
                 try:
@@ -188,18 +192,21 @@ class SimulatorApp:
                     config=self.config,
                     userid=user["id"],
                     capabilities=frozenset(self.state.user_capabilities.get(user["id"], [])),
-                    wwwroot=_wwwroot(environ),
+                    wwwroot=site_address(environ),
                     token=row,
                     implemented=frozenset(FUNCTIONS),
                 )
                 result = spec.handler(ctx, args)
                 wrote = spec.writes
+                events = ctx.events
                 return result, args
         finally:
             if token and self._count_revocation(token):
                 wrote = True
             if wrote:
                 self.save_state()
+            # The plugin's observers queue their tasks once the call's changes are done, never inside it.
+            self.hook.emit(events, web_service=True)
 
     def _count_revocation(self, token: str) -> bool:
         """``revoke_after``: delete the token once its remaining calls are used up."""
@@ -231,14 +238,6 @@ def _users_returned(result: Any) -> int:
     if isinstance(result, list) and result and isinstance(result[0], dict) and "fullname" in result[0]:
         return len(result)
     return 0
-
-
-def _wwwroot(environ: dict) -> str:
-    host = (
-        environ.get("HTTP_HOST")
-        or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    )
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
 
 
 def create_app(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simulator.errors import nopermissions
@@ -23,6 +23,8 @@ class CallContext:
     wwwroot: str
     token: dict[str, Any]
     implemented: frozenset[str] = frozenset()  # every function this site implements (site info lists them)
+    # The plugin's tasks this call queues (simulator.hook.event_task), delivered once the call is done.
+    events: list[dict] = field(default_factory=list)
 
     @property
     def debug(self) -> bool | str:

@@ -1,4 +1,5 @@
-"""The ``/_sim/`` control API: tokens, direct user edits (drift), switches, faults and stats.
+"""The ``/_sim/`` control API: tokens, direct user edits (drift), switches, faults and stats, and the
+``local_integrationhub`` plugin's hook (``/_sim/hook``): a change made here fires the event Moodle would.
 
 JSON in, JSON out. It exists only when the app is built with ``control=True`` because it lets
 anyone rewrite the site.
@@ -9,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from simulator.context import CallContext
-from simulator.state import DEFAULT_ASSIGNABLE_ROLES, new_user
+from simulator.hook import WAIT_TIMEOUT_S, event_task, site_address
+from simulator.state import DEFAULT_ASSIGNABLE_ROLES, ROLES, new_user
 from simulator.tokens import create_token
 from simulator.ws_course import add_course
 from simulator.ws_users import scramble_and_delete
@@ -104,11 +107,16 @@ def _user(app: SimulatorApp, userid: str) -> dict:
 
 
 def _set_suspended(app: SimulatorApp, userid: str, value: int) -> Response:
+    """admin/user.php's suspend/unsuspend: user_update_user() (user_updated) only when it changes."""
+    events = []
     with app.state.lock:
         user = _user(app, userid)
+        if user["suspended"] != value and not user["deleted"]:
+            events.append(event_task("user_updated", user["id"]))
         user["suspended"] = value
         result = public_user(user)
     app.save_state()
+    app.hook.emit(events)
     return _json("200 OK", result)
 
 
@@ -144,22 +152,27 @@ def _post_user(app: SimulatorApp, environ: dict) -> Response:
 def _patch_user(app: SimulatorApp, environ: dict, userid: str) -> Response:
     data = _body(environ)
     data.pop("id", None)
+    events = []
     with app.state.lock:
         user = _user(app, userid)
         user.update(data)
+        if not user["deleted"]:
+            events.append(event_task("user_updated", user["id"]))
         result = public_user(user)
     app.save_state()
+    app.hook.emit(events)
     return _json("200 OK", result)
 
 
 def _delete_user(app: SimulatorApp, environ: dict, userid: str) -> Response:
+    ctx = CallContext(app.state, app.config, int(userid), frozenset(), "", {})
     with app.state.lock:
         user = _user(app, userid)
         if not user["deleted"]:
-            ctx = CallContext(app.state, app.config, user["id"], frozenset(), "", {})
             scramble_and_delete(ctx, user)
         result = public_user(user)
     app.save_state()
+    app.hook.emit(ctx.events)
     return _json("200 OK", result)
 
 
@@ -298,6 +311,182 @@ def _get_enrolments(app: SimulatorApp, environ: dict) -> Response:
     return _json("200 OK", {"enrolments": rows})
 
 
+def _course_named(app: SimulatorApp, shortname: object) -> dict:
+    if not isinstance(shortname, str) or not shortname:
+        raise ControlError("400 Bad Request", "course (a shortname) is required")
+    course = next((c for c in app.state.courses.values() if c["shortname"] == shortname), None)
+    if course is None:
+        raise ControlError("404 Not Found", f"no course {shortname}")
+    return course
+
+
+def _live_user(app: SimulatorApp, userid: object) -> dict:
+    if userid is None:
+        raise ControlError("400 Bad Request", "userid is required")
+    user = _user(app, str(int(userid)))
+    if user["deleted"]:
+        raise ControlError("409 Conflict", f"user {user['id']} is deleted")
+    return user
+
+
+def _status(value: object) -> int:
+    if value not in (0, 1):
+        raise ControlError("400 Bad Request", "status must be 0 (active) or 1 (suspended)")
+    return int(value)
+
+
+def _post_enrolment(app: SimulatorApp, environ: dict) -> Response:
+    """Enrol a user by hand through the course's manual enrolment, or change that enrolment: only the
+    fields given (status, timestart, timeend) change, as enrol_user()/update_user_enrol() do; a new role
+    is added to the others. Fires user_enrolment_created, or user_enrolment_updated when the status or a
+    date changed (a role alone is role_assigned, which the plugin does not observe)."""
+    data = _body(environ)
+    roleid = int(data.get("roleid", 5))
+    if roleid not in ROLES:
+        raise ControlError("400 Bad Request", f"no role {roleid}")
+    changes = {"status": _status(data["status"])} if "status" in data else {}
+    changes.update({k: int(data[k]) for k in ("timestart", "timeend") if k in data})
+    events = []
+    with app.state.lock:
+        course = _course_named(app, data.get("course"))
+        user = _live_user(app, data.get("userid"))
+        instance = next(
+            (
+                i
+                for i in app.state.enrol_instances.values()
+                if i["courseid"] == course["id"] and i["enrol"] == "manual"
+            ),
+            None,
+        )
+        if instance is None:
+            raise ControlError("409 Conflict", f"course {course['shortname']} has no manual enrolment")
+        enrolment = next(
+            (
+                e
+                for e in app.state.enrolments
+                if e["instanceid"] == instance["id"] and e["userid"] == user["id"]
+            ),
+            None,
+        )
+        if enrolment is None:
+            enrolment = {
+                "instanceid": instance["id"],
+                "courseid": course["id"],
+                "userid": user["id"],
+                "roles": [],
+                "timecreated": int(time.time()),
+                "status": 0,
+                "timestart": 0,
+                "timeend": 0,
+            }
+            enrolment.update(changes)
+            app.state.enrolments.append(enrolment)
+            change = "created"
+        elif any(enrolment[k] != v for k, v in changes.items()):
+            enrolment.update(changes)
+            change = "updated"
+        else:
+            change = "unchanged"
+        if roleid not in enrolment["roles"]:
+            enrolment["roles"].append(roleid)
+        if change != "unchanged":
+            events.append(event_task(f"user_enrolment_{change}", user["id"], course["id"]))
+        row = _enrolment_row(app, enrolment)
+    app.save_state()
+    app.hook.emit(events)
+    return _json("200 OK", {"enrolment": row, "change": change})
+
+
+def _delete_enrolment(app: SimulatorApp, environ: dict) -> Response:
+    """Unenrol ``?course=<shortname>&userid=N`` by hand: every enrolment of the user in the course goes
+    (one user_enrolment_deleted each); someone not enrolled is no change."""
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    with app.state.lock:
+        course = _course_named(app, query.get("course", [None])[0])
+        userid = query.get("userid", [None])[0]
+        if userid is None:
+            raise ControlError("400 Bad Request", "userid is required")
+        user = _user(app, str(int(userid)))
+        mine = [
+            e for e in app.state.enrolments if e["courseid"] == course["id"] and e["userid"] == user["id"]
+        ]
+        for enrolment in mine:
+            app.state.enrolments.remove(enrolment)
+        events = [event_task("user_enrolment_deleted", user["id"], course["id"]) for _ in mine]
+    app.save_state()
+    app.hook.emit(events)
+    return _json("200 OK", {"course": course["shortname"], "userid": user["id"], "deleted": bool(mine)})
+
+
+def _post_completion(app: SimulatorApp, environ: dict) -> Response:
+    """Mark a user's course complete (``timecompleted`` defaults to now): course_completed, once; a course
+    already complete is no change (completion_completion::mark_complete() returns early)."""
+    data = _body(environ)
+    events = []
+    with app.state.lock:
+        course = _course_named(app, data.get("course"))
+        user = _live_user(app, data.get("userid"))
+        completion = next(
+            (c for c in app.state.completions if c["courseid"] == course["id"] and c["userid"] == user["id"]),
+            None,
+        )
+        if completion is None:
+            completion = {
+                "courseid": course["id"],
+                "userid": user["id"],
+                "timecompleted": int(data.get("timecompleted") or time.time()),
+            }
+            app.state.completions.append(completion)
+            events.append(event_task("course_completed", user["id"], course["id"]))
+        row = {
+            "course": course["shortname"],
+            "userid": user["id"],
+            "timecompleted": completion["timecompleted"],
+        }
+    app.save_state()
+    app.hook.emit(events)
+    return _json("200 OK", {"completion": row, "change": "created" if events else "unchanged"})
+
+
+def _post_hook(app: SimulatorApp, environ: dict) -> Response:
+    """Configure the plugin: hub URL and secret (both required), and optionally web_service_events,
+    retry_delays, wwwroot (default: this request's address) and siteidentifier."""
+    data = _body(environ)
+    unknown = set(data) - {"url", "secret", "web_service_events", "retry_delays", "wwwroot", "siteidentifier"}
+    if unknown:
+        raise ControlError("400 Bad Request", f"unknown field(s): {', '.join(sorted(unknown))}")
+    if not isinstance(data.get("web_service_events", True), bool):
+        raise ControlError("400 Bad Request", "web_service_events must be true or false")
+    app.hook.configure(
+        data.get("url"),
+        data.get("secret"),
+        web_service_events=data.get("web_service_events", True),
+        retry_delays=data.get("retry_delays"),
+        wwwroot=data.get("wwwroot") or site_address(environ),
+        siteidentifier=data.get("siteidentifier"),
+    )
+    return _json("200 OK", app.hook.describe())
+
+
+def _delete_hook(app: SimulatorApp, environ: dict) -> Response:
+    app.hook.disable()
+    return _json("200 OK", app.hook.describe())
+
+
+def _get_hook(app: SimulatorApp, environ: dict) -> Response:
+    """The settings (never the secret) and the deliveries; ``?wait=1`` first waits until nothing is queued
+    or in flight (``&timeout=S``, default 10, at most 60): ``drained`` says whether it got there."""
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    drained = None
+    if query.get("wait", ["0"])[0] not in ("", "0", "false"):
+        timeout = min(60.0, max(0.0, float(query.get("timeout", [WAIT_TIMEOUT_S])[0])))
+        drained = app.hook.wait(timeout)
+    answer = app.hook.describe()
+    if drained is not None:
+        answer["drained"] = drained
+    return _json("200 OK", answer)
+
+
 def _get_cohort_members(app: SimulatorApp, environ: dict, idnumber: str) -> Response:
     """The members of the cohort with this idnumber, by user id."""
     with contextlib.suppress(UnicodeError):
@@ -334,5 +523,11 @@ _ROUTES = [
     (r"/state", "GET", _get_state),
     (r"/assignable-roles", "POST", _post_assignable_roles),
     (r"/enrolments", "GET", _get_enrolments),
+    (r"/enrolments", "POST", _post_enrolment),
+    (r"/enrolments", "DELETE", _delete_enrolment),
+    (r"/completions", "POST", _post_completion),
+    (r"/hook", "GET", _get_hook),
+    (r"/hook", "POST", _post_hook),
+    (r"/hook", "DELETE", _delete_hook),
     (r"/cohorts/([^/]+)/members", "GET", _get_cohort_members),
 ]

@@ -108,6 +108,8 @@ class SimState:
         self.courses: dict[int, dict] = {}
         self.enrol_instances: dict[int, dict] = {}
         self.enrolments: list[dict] = []
+        # course_completions: {"courseid", "userid", "timecompleted"}
+        self.completions: list[dict] = []
         self.user_capabilities: dict[int, list[str]] = {}
         self.user_assignable_roles: dict[int, list[int]] = {}
         self.profile_fields: list[dict] = [
@@ -152,13 +154,16 @@ class SimState:
         with self.lock:
             data = {name: getattr(self, name) for name in _COLLECTIONS}
             data.update(
-                enrolments=self.enrolments, profile_fields=self.profile_fields, next_ids=self.next_ids
+                enrolments=self.enrolments,
+                completions=self.completions,
+                profile_fields=self.profile_fields,
+                next_ids=self.next_ids,
             )
             return json.loads(json.dumps(data))
 
     def load_json(self, data: dict) -> None:
         with self.lock:
-            for name in (*_COLLECTIONS, "enrolments", "profile_fields", "next_ids"):
+            for name in (*_COLLECTIONS, "enrolments", "completions", "profile_fields", "next_ids"):
                 if name not in data:
                     continue
                 value = data[name]

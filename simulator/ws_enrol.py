@@ -13,6 +13,7 @@ import time
 
 from simulator.context import CallContext
 from simulator.errors import MoodleError, coding_error, invalid_parameter, missing_record, moodle_exception
+from simulator.hook import event_task
 from simulator.params import DEFAULT, OPTIONAL, Multiple, Single, Value
 from simulator.state import DEFAULT_ASSIGNABLE_ROLES, GUEST_ID, ROLES
 from simulator.userview import collation_key, user_details
@@ -131,7 +132,16 @@ def _check_enrolment(ctx: CallContext, item: dict, assignable: list[int]) -> dic
 
 def _enrol_user(ctx: CallContext, instance: dict, item: dict) -> None:
     """enrol_user(): the web service always passes dates (0 when omitted) and a status (active unless
-    ``suspend``), so an existing enrolment takes them all; the role is added to the user's roles."""
+    ``suspend``), so an existing enrolment takes them all; the role is added to the user's roles.
+
+    Events as Moodle triggers them: user_enrolment_created for a new enrolment; user_enrolment_updated
+    only when the status or a date changed (update_user_enrol() returns early otherwise); a role added
+    to an existing enrolment is role_assigned, which the plugin does not observe."""
+    wanted = {
+        "status": 1 if item.get("suspend") else 0,
+        "timestart": item.get("timestart", 0),
+        "timeend": item.get("timeend", 0),
+    }
     enrolment = _find(ctx, instance["id"], item["userid"])
     if enrolment is None:
         enrolment = {
@@ -142,11 +152,10 @@ def _enrol_user(ctx: CallContext, instance: dict, item: dict) -> None:
             "timecreated": int(time.time()),
         }
         ctx.state.enrolments.append(enrolment)
-    enrolment.update(
-        status=1 if item.get("suspend") else 0,
-        timestart=item.get("timestart", 0),
-        timeend=item.get("timeend", 0),
-    )
+        ctx.events.append(event_task("user_enrolment_created", item["userid"], instance["courseid"]))
+    elif any(enrolment[k] != v for k, v in wanted.items()):
+        ctx.events.append(event_task("user_enrolment_updated", item["userid"], instance["courseid"]))
+    enrolment.update(wanted)
     if item["roleid"] not in enrolment["roles"]:
         enrolment["roles"].append(item["roleid"])
 
@@ -181,6 +190,7 @@ def unenrol_users(ctx: CallContext, params: dict) -> None:
         existing = _find(ctx, instance["id"], item["userid"])
         if existing is not None:
             ctx.state.enrolments.remove(existing)
+            ctx.events.append(event_task("user_enrolment_deleted", item["userid"], instance["courseid"]))
     return None
 
 

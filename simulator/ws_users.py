@@ -8,6 +8,7 @@ import time
 
 from simulator.context import CallContext
 from simulator.errors import coding_error, invalid_parameter, missing_record, moodle_exception
+from simulator.hook import deleted_user_task, event_task
 from simulator.params import DEFAULT, OPTIONAL, Multiple, Single, Value, clean_username, is_valid_email
 from simulator.state import ADMIN_ID, GUEST_ID, new_user
 from simulator.userview import user_details
@@ -239,11 +240,21 @@ def update_users(ctx: CallContext, params: dict) -> dict:
         _apply_profile(existing, changes)
         _drop_unknown_customfields(ctx, existing)
         existing["timemodified"] = int(time.time())
+        ctx.events.append(event_task("user_updated", userid))  # user_update_user() triggers it
     return {"warnings": warnings}
 
 
 def scramble_and_delete(ctx: CallContext, user: dict) -> None:
-    """delete_user(): keep the row, free the username/email/idnumber for reuse."""
+    """delete_user(): keep the row, free the username/email/idnumber for reuse.
+
+    Events, in Moodle's order: enrol_user_delete() unenrols the user from every course first (one
+    user_enrolment_deleted each), then user_deleted, with the values from before the scramble."""
+    ctx.events.extend(
+        event_task("user_enrolment_deleted", user["id"], e["courseid"])
+        for e in ctx.state.enrolments
+        if e["userid"] == user["id"]
+    )
+    ctx.events.append(deleted_user_task(user))
     stamp = int(time.time())
     taken = {u["username"] for u in ctx.state.users.values()}
     delname = clean_username(f"{user['email']}.{stamp}")

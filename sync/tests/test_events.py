@@ -48,8 +48,10 @@ def site(tmp_path, clean_redis, moodle, hub_admin):
     return site
 
 
-def post(client, site, direction, payload, *, event_id="ev-1", secret=None, stamp=None, signature=None):
+def post(client, site, direction, payload, *, event_id=None, secret=None, stamp=None, signature=None):
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if event_id is None:
+        event_id = payload.get("id", "ev-1") if isinstance(payload, dict) else "ev-1"
     stamp = str(int(time.time()) if stamp is None else stamp)
     secret = site.secrets[direction] if secret is None else secret
     headers = {
@@ -280,3 +282,105 @@ def test_events_a_stopped_run_took_are_handed_back_and_get_a_new_run(client, sit
     watch = watch_runs(timezone.now() + timedelta(seconds=61))
     assert watch.events_requeued == [site.slug]
     assert SyncRun.objects.filter(site=site, kind=RunKind.EVENT, status=RunStatus.QUEUED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(ALLOWED_HOSTS=["hub.test"])
+def test_the_simulator_as_the_plugin_turns_a_hand_edit_into_drift_the_policy_mends(
+    tmp_path, clean_redis, hub_admin
+):
+    """The whole loop: an edit by hand in Moodle, the plugin's signed event over the hook into the hub (its
+    own thread, as Moodle's task would), the event run, and the drift mended by the site's policy."""
+    import httpx
+    from django.core.handlers.wsgi import WSGIHandler
+
+    moodle = simulated_moodle(seed=7)
+    path = write_csv(tmp_path / "people.csv", [person(n) for n in range(1, 6)])
+    site = make_site("loop", "http://moodle.test", path)
+    run = SyncRun.objects.queue(site, RunKind.BOOTSTRAP)
+    assert (
+        engine.execute(run.pk, transport=moodle.transport, sleep=lambda _s: None).status
+        == RunStatus.SUCCEEDED
+    )
+    secret = hooks.make_secret(site, HookDirection.MOODLE, hub_admin)
+    moodle.app.hook.configure(
+        "http://hub.test/hooks/moodle/loop/", secret, transport=httpx.WSGITransport(app=WSGIHandler())
+    )
+    user = moodle.people()["E00002"]
+    moodle.control("PATCH", f"users/{user['id']}", {"firstname": "Edited by hand"})
+    assert moodle.app.hook.wait(30)
+    event = InboundEvent.objects.get(site=site)
+    assert (event.status, event.kind, event.direction) == (EventStatus.ACCEPTED, "user_updated", "moodle")
+    applied = event_run(site, moodle)
+    assert applied.status == RunStatus.SUCCEEDED, applied.abort_reason
+    drift = Discrepancy.objects.get(site=site, kind=DiscrepancyKind.FIELD_DRIFT)
+    assert drift.fields == ["firstname"] and drift.status == DiscrepancyStatus.APPLIED
+    assert moodle.people()["E00002"]["firstname"] == person(2)["first"]
+    # The hub's own update fired user_updated too. Within the same second it has the hand edit's event id (the
+    # plugin's ids, like Moodle's task queue, make one event of those) and is a redelivery; later, it is
+    # re-checked, found in step, and nothing is written.
+    assert moodle.app.hook.wait(30)
+    echoes = [d for d in moodle.app.hook.deliveries if d["event"] == "user_updated"]
+    assert len(echoes) == 2 and {d["status"] for d in echoes} <= {200, 202}
+    moodle.reset_stats()
+    queued = SyncRun.objects.filter(site=site, kind=RunKind.EVENT, status=RunStatus.QUEUED).first()
+    if queued is not None:
+        again = engine.execute(queued.pk, transport=moodle.transport, sleep=lambda _s: None)
+        assert again.status == RunStatus.SUCCEEDED and moodle.write_calls() == 0
+    assert Discrepancy.objects.filter(site=site).count() == 1
+
+
+def test_enrolment_events_from_moodle_are_checked_against_the_memberships(
+    tmp_path, client, clean_redis, hub_admin
+):
+    from sync.tests.test_memberships import MEMBERSHIPS, enrolled, row, write_people
+
+    moodle = simulated_moodle(seed=7)
+    for shortname in ("C01", "C02"):
+        moodle.control("POST", "courses", {"shortname": shortname, "fullname": shortname})
+    path = write_people(tmp_path / "people.csv", [row(n, ["C01"]) for n in range(1, 6)])
+    site = make_site("north", "http://moodle.test", path)
+    site.source.mapping = {**site.source.mapping, "memberships": MEMBERSHIPS}
+    site.source.save()
+    run = SyncRun.objects.queue(site, RunKind.BOOTSTRAP)
+    assert (
+        engine.execute(run.pk, transport=moodle.transport, sleep=lambda _s: None).status
+        == RunStatus.SUCCEEDED
+    )
+    site.secrets = {"moodle": hooks.make_secret(site, HookDirection.MOODLE, hub_admin)}
+    user = moodle.people()["E00001"]
+    c01 = next(c for c in moodle.app.state.courses.values() if c["shortname"] == "C01")
+    # Unenrolled from C01 by hand: the source still puts them there, so the policy enrols them again.
+    moodle.control("DELETE", f"enrolments?course=C01&userid={user['id']}")
+    course = {"id": c01["id"], "shortname": "C01", "idnumber": ""}
+    body = moodle_event("user_enrolment_deleted", user, course=course, enrolment=None)
+    assert post(client, site, "moodle", body).status_code == 202
+    assert event_run(site, moodle).status == RunStatus.SUCCEEDED
+    missing = Discrepancy.objects.get(site=site, kind=DiscrepancyKind.MEMBERSHIP_MISSING)
+    assert missing.status == DiscrepancyStatus.APPLIED and user["id"] in enrolled(moodle, "C01")
+    # Enrolled by hand in C02, which the hub manages for others, not for this person: an extra.
+    other = moodle.people()["E00002"]
+    c02 = next(c for c in moodle.app.state.courses.values() if c["shortname"] == "C02")
+    from sync.models import MembershipTarget
+
+    MembershipTarget.objects.create(
+        site=site, kind="course", key="C02", match="shortname", moodle_id=c02["id"]
+    )
+    moodle.control("POST", "enrolments", {"course": "C02", "userid": other["id"]})
+    enrolment = {"status": 0, "timestart": 0, "timeend": 0, "roles": ["student"]}
+    body = moodle_event(
+        "user_enrolment_created", other, course={"id": c02["id"], "shortname": "C02"}, enrolment=enrolment
+    )
+    assert post(client, site, "moodle", body).status_code == 202
+    assert event_run(site, moodle).status in (RunStatus.SUCCEEDED, RunStatus.PROBLEMS)
+    extra = Discrepancy.objects.get(site=site, kind=DiscrepancyKind.MEMBERSHIP_EXTRA)
+    assert extra.external_id == "E00002" and extra.status == DiscrepancyStatus.OPEN
+    assert enrolled(moodle, "C02")[other["id"]]["status"] == 0  # nothing taken away without a decision
+    # A course the hub does not manage is noted and left alone.
+    body = moodle_event(
+        "user_enrolment_created", other, course={"id": 999, "shortname": "ELSEWHERE"}, enrolment=enrolment
+    )
+    body["id"] = "elsewhere"
+    assert post(client, site, "moodle", body, event_id="elsewhere").status_code == 202
+    assert event_run(site, moodle).status in (RunStatus.SUCCEEDED, RunStatus.PROBLEMS)
+    assert "not one the hub manages" in InboundEvent.objects.get(event_id="elsewhere").reason

@@ -113,6 +113,28 @@ def _register_demo_site(token: str) -> None:
     _manage("sync", DEMO_SITE, "--mode", "bootstrap", "--async")
 
 
+def _connect_moodle_events(port: int) -> None:
+    """The simulated Moodle acts as the local_integrationhub plugin: its changes (made on its control API, or
+    by the hub's own calls) reach the hub's Moodle hook, signed with the demo site's secret (made once and
+    kept encrypted by the hub like any secret; the simulator forgets its hook settings when it stops)."""
+    import django
+
+    django.setup()
+    from sync.choices import HookDirection, HookSecretStatus
+    from sync.hooks import make_secret
+    from sync.models import MoodleSite
+
+    site = MoodleSite.objects.get(slug=DEMO_SITE)
+    current = site.hook_secrets.filter(direction=HookDirection.MOODLE, status=HookSecretStatus.ACTIVE).first()
+    secret = current.reveal() if current else make_secret(site, HookDirection.MOODLE, None)
+    body = json.dumps({"url": f"http://{HOST}:{port}/hooks/moodle/{DEMO_SITE}/", "secret": secret}).encode()
+    request = urllib.request.Request(  # noqa: S310 - the simulator this process started, on 127.0.0.1
+        f"{SIMULATOR_URL}/_sim/hook", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
 def heartbeat_due_now() -> int:
     """Make the scheduler's heartbeat entry due, so the beat about to start sends it on its first tick.
 
@@ -260,6 +282,7 @@ def _main() -> int:
         try:
             _wait_for_port(SIMULATOR_PORT)
             _register_demo_site(token)
+            _connect_moodle_events(port)
             heartbeat_due_now()
         except BaseException:
             _stop(simulator)

@@ -119,8 +119,11 @@ class EventPhase:
         }
         if recheck:
             self._recheck_users([records[uid] for uid in sorted(recheck)])
-        reconciler = MembershipReconciler(self.ctx, self.client, cohort_category=None)
         deleted = {int(e.body["user"]["id"]) for e in events if e.kind == "user_deleted"}
+        enrolments = [
+            e for e in events if e.kind in ENROLMENT_EVENTS and int(e.body["user"]["id"]) not in deleted
+        ]
+        self._enrolments(enrolments, records)
         for event in events:
             uid = int(event.body["user"]["id"])
             record = records.get(uid)
@@ -133,12 +136,8 @@ class EventPhase:
                     if record
                     else "not a user the hub links: nothing to check"
                 )
-            elif event.kind in ENROLMENT_EVENTS:
-                self.outcomes[event.pk] = self._enrolment(event, record, reconciler)
             elif event.kind == "course_completed":
                 self.outcomes[event.pk] = self._completion(event, record)
-        if reconciler.automatic:
-            reconciler.apply_automatic()
 
     def _recheck_users(self, records: list[SyncRecord]) -> None:
         """Compare these people, as the hub last had them from the source, with Moodle now."""
@@ -150,25 +149,47 @@ class EventPhase:
         reconciler.compare_people([MappedRecord.staged(r) for r in records if r.payload])
         reconciler.apply_automatic()
 
-    def _enrolment(
-        self, event: InboundEvent, record: SyncRecord | None, reconciler: MembershipReconciler
-    ) -> str:
-        course = event.body.get("course") or {}
-        target = MembershipTarget.objects.filter(
-            site=self.site, kind=MembershipKind.COURSE, moodle_id=course.get("id")
-        ).first()
-        if target is None:
-            return f"course {course.get('shortname') or course.get('id')} is not one the hub manages"
-        if record is None:
-            return "not a user the hub links: not the hub's to check"
-        enrolment = event.body.get("enrolment")
-        seats = {}
-        if enrolment:
-            role_ids = {str(k): int(v) for k, v in (self.site.role_ids or {}).items()}
-            roles = frozenset(role_ids[r] for r in enrolment.get("roles", []) if r in role_ids)
-            seats[record.moodle_id] = Seat(roles, int(enrolment.get("status", 0)) == 0)
-        reconciler.compare(target, seats, {record.moodle_id: record.pk}, only={record.moodle_id})
-        return f"compared with the source's memberships in {target.label}"
+    def _enrolments(self, events: list[InboundEvent], records: dict[int, SyncRecord]) -> None:
+        """Enrolment events, course by course: each person's enrolment as the last event about it reports,
+        compared with their membership there (one comparison per course, however many events: the hub's
+        own enrolments come back as events too)."""
+        by_course: dict[int, dict[int, InboundEvent]] = {}
+        for event in events:
+            course_id = int((event.body.get("course") or {}).get("id") or 0)
+            by_course.setdefault(course_id, {})[int(event.body["user"]["id"])] = event
+        targets = {
+            t.moodle_id: t
+            for t in MembershipTarget.objects.filter(
+                site=self.site, kind=MembershipKind.COURSE, moodle_id__in=list(by_course)
+            )
+        }
+        role_ids = {str(k): int(v) for k, v in (self.site.role_ids or {}).items()}
+        reconciler = MembershipReconciler(self.ctx, self.client, cohort_category=None)
+        for course_id, latest in by_course.items():
+            target = targets.get(course_id)
+            linked = {uid: records[uid].pk for uid in latest if uid in records}
+            seats = {}
+            for uid, event in latest.items():
+                enrolment = event.body.get("enrolment")
+                if uid in linked and enrolment:
+                    roles = frozenset(role_ids[r] for r in enrolment.get("roles", []) if r in role_ids)
+                    seats[uid] = Seat(roles, int(enrolment.get("status", 0)) == 0)
+            if target is not None and linked:
+                reconciler.compare(target, seats, linked, only=set(linked))
+            course = next(iter(latest.values())).body.get("course") or {}
+            for event in events:
+                if int((event.body.get("course") or {}).get("id") or 0) != course_id:
+                    continue
+                uid = int(event.body["user"]["id"])
+                self.outcomes[event.pk] = (
+                    f"course {course.get('shortname') or course_id} is not one the hub manages"
+                    if target is None
+                    else f"compared with the source's memberships in {target.label}"
+                    if uid in linked
+                    else "not a user the hub links: not the hub's to check"
+                )
+        if reconciler.automatic:
+            reconciler.apply_automatic()
 
     def _completion(self, event: InboundEvent, record: SyncRecord | None) -> str:
         body = event.body

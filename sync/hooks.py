@@ -29,9 +29,19 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .choices import EventStatus, HookDirection, HookSecretStatus, RunKind, RunStatus, RunTrigger
+from .choices import (
+    EventStatus,
+    HookDirection,
+    HookSecretStatus,
+    MembershipKind,
+    MembershipState,
+    MembershipStatus,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+)
 from .dispatch import enqueue_run
-from .models import HookSecret, InboundEvent, MoodleSite, SyncRun
+from .models import HookSecret, InboundEvent, Membership, MoodleSite, SyncRun
 
 MOODLE_EVENTS = (
     "user_updated", "user_deleted", "user_enrolment_created", "user_enrolment_updated",
@@ -176,6 +186,14 @@ def _accept(event: InboundEvent, data: dict) -> Answer:
     if seen is None:
         try:
             with transaction.atomic():
+                if echoes_the_hub(event.site, data):
+                    # The hub's own enrolments come back from Moodle as events: nothing to check, no run.
+                    event.status, event.body, event.applied_at = EventStatus.APPLIED, data, timezone.now()
+                    event.reason = (
+                        "reports what the hub holds for this person in this course: nothing to check"
+                    )
+                    event.save()
+                    return Answer(202, {"status": "accepted", "event": event.event_id, "people": 1}, event)
                 # One queued event run per site: two events at once must not each make one.
                 MoodleSite.objects.select_for_update().filter(pk=event.site.pk).first()
                 event.status, event.body = EventStatus.ACCEPTED, data
@@ -195,6 +213,32 @@ def _accept(event: InboundEvent, data: dict) -> Answer:
     )
     event.save()
     return Answer(200, {"status": "duplicate", "event": event.event_id}, event)
+
+
+def echoes_the_hub(site: MoodleSite, data: dict) -> bool:
+    """An enrolment event that reports exactly what the hub holds as in step for that person and course
+    (its own enrolment, coming back): the comparison a run would make could find nothing. One query."""
+    if data.get("event") not in ("user_enrolment_created", "user_enrolment_updated"):
+        return False
+    enrolment, course = data.get("enrolment"), data.get("course") or {}
+    if not isinstance(enrolment, dict) or not str(course.get("id", "")).isdigit():
+        return False
+    row = (
+        Membership.objects.filter(
+            site=site,
+            target__kind=MembershipKind.COURSE,
+            target__moodle_id=int(course["id"]),
+            record__moodle_id=int(data["user"]["id"]),
+            status=MembershipStatus.OK,
+        )
+        .select_related("target")
+        .first()
+    )
+    if row is None:
+        return False
+    active = int(enrolment.get("status", 0)) == 0
+    wanted_active = row.desired == MembershipState.ACTIVE
+    return active == wanted_active and (not wanted_active or row.role in (enrolment.get("roles") or []))
 
 
 def queue_event_run(site: MoodleSite) -> SyncRun:

@@ -350,6 +350,14 @@ def test_enrolment_events_from_moodle_are_checked_against_the_memberships(
     site.secrets = {"moodle": hooks.make_secret(site, HookDirection.MOODLE, hub_admin)}
     user = moodle.people()["E00001"]
     c01 = next(c for c in moodle.app.state.courses.values() if c["shortname"] == "C01")
+    # The hub's own enrolment coming back from Moodle: nothing to check, and no run for it.
+    echo = moodle_event(
+        "user_enrolment_created", user, course={"id": c01["id"], "shortname": "C01"},
+        enrolment={"status": 0, "timestart": 0, "timeend": 0, "roles": ["student"]},
+    )  # fmt: skip
+    assert post(client, site, "moodle", echo, event_id="echo").status_code == 202
+    assert InboundEvent.objects.get(event_id="echo").status == EventStatus.APPLIED
+    assert not SyncRun.objects.filter(site=site, kind=RunKind.EVENT).exists()
     # Unenrolled from C01 by hand: the source still puts them there, so the policy enrols them again.
     moodle.control("DELETE", f"enrolments?course=C01&userid={user['id']}")
     course = {"id": c01["id"], "shortname": "C01", "idnumber": ""}

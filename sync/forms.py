@@ -1,4 +1,5 @@
 import zoneinfo
+from datetime import timedelta
 
 from django import forms
 from django.conf import settings
@@ -16,6 +17,8 @@ from .choices import (
     DiscrepancyKind,
     DiscrepancyStatus,
     ErrorCategory,
+    EventStatus,
+    HookDirection,
     MembershipKind,
     MembershipState,
     MembershipStatus,
@@ -49,12 +52,34 @@ class SiteForm(forms.ModelForm):
         },
     )
 
+    # Typed in whole minutes, stored as the model's DurationField.
+    events_expected_within = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=60 * 24 * 31,
+        label="Expect an event at least every … minutes",
+        help_text="A webhook that has a secret but sends nothing for longer than this makes the site need "
+        "attention (a silent source). Empty: no such check.",
+    )
+
     class Meta:
         model = MoodleSite
         fields = [
             "name", "slug", "base_url", "enabled", "time_zone", "max_concurrent_calls", "min_spacing_ms",
             "calls_per_minute", "batch_size", "max_input_vars", "run_time_budget", "languages",
+            "events_expected_within",
         ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        within = self.instance.events_expected_within if self.instance.pk else None
+        self.initial["events_expected_within"] = (
+            int(within.total_seconds() // 60) if within is not None else None
+        )
+
+    def clean_events_expected_within(self) -> timedelta | None:
+        minutes = self.cleaned_data.get("events_expected_within")
+        return timedelta(minutes=minutes) if minutes else None
 
     def clean_languages(self) -> str:
         try:
@@ -528,6 +553,33 @@ class SiteMembershipFilterForm(MembershipFilterForm):
         if kind := self.value("kind"):
             memberships = memberships.filter(target__kind=kind)
         return super().filter(memberships)
+
+
+class EventFilterForm(FilterForm):
+    """A site's webhook requests."""
+
+    direction = forms.ChoiceField(choices=with_any(HookDirection.choices), required=False, label="Hook")
+    status = forms.ChoiceField(choices=with_any(EventStatus.choices), required=False)
+
+    def filter(self, events: QuerySet) -> QuerySet:
+        if direction := self.value("direction"):
+            events = events.filter(direction=direction)
+        if status := self.value("status"):
+            events = events.filter(status=status)
+        return events
+
+
+class CompletionFilterForm(FilterForm):
+    """A site's course completions."""
+
+    course = forms.CharField(
+        required=False, max_length=255, label="Course", help_text="Part of the course's shortname."
+    )
+
+    def filter(self, completions: QuerySet) -> QuerySet:
+        if course := (self.value("course") or "").strip():
+            completions = completions.filter(course_shortname__icontains=course)
+        return completions
 
 
 class CommentForm(forms.Form):

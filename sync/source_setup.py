@@ -51,7 +51,7 @@ SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Site settings an audit entry lists when they change (the policy's are listed by save_policy).
 SITE_FIELDS = (
     "name", "slug", "base_url", "enabled", "time_zone", "languages", "max_concurrent_calls", "min_spacing_ms",
-    "calls_per_minute", "batch_size", "max_input_vars", "run_time_budget",
+    "calls_per_minute", "batch_size", "max_input_vars", "run_time_budget", "events_expected_within",
 )  # fmt: skip
 POLICY_FIELDS = (
     "auto_apply_kinds", "four_eyes", "rename_rule", "max_removal_percent", "max_removal_count", "role_ids",

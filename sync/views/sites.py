@@ -23,6 +23,7 @@ from ..models import MoodleSite, SyncRecord
 from ..run import locks
 from ..run.connect import shared_redis
 from . import setup
+from .events import hook_overview
 from .memberships import membership_overview
 
 
@@ -40,7 +41,9 @@ def site_detail(request, slug: str):
     site = get_object_or_404(
         MoodleSite.objects.select_related("source").prefetch_related("tokens"), slug=slug
     )
-    return render(request, "sync/site_detail.html", _site_context(site, StartRunForm(site=site)))
+    context = _site_context(site, StartRunForm(site=site))
+    context["hooks"] = hook_overview(request, site)
+    return render(request, "sync/site_detail.html", context)
 
 
 @permission_required("sync.operate_runs", raise_exception=True)

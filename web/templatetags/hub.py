@@ -142,6 +142,7 @@ def status_class(status: str) -> str:
         "succeeded": "ok", "ok": "ok", "running": "info", "queued": "info", "paused": "warn",
         "problems": "warn", "cancelled": "muted", "skipped": "muted", "failed": "bad", "aborted": "bad",
         "error": "bad", "conflict": "warn", "pending": "info", "held": "warn", "waiting": "info",
+        "accepted": "info", "applied": "ok", "refused": "bad",
     }.get(str(status), "muted")  # fmt: skip
 
 

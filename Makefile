@@ -48,6 +48,11 @@ bench: install
 bench-memberships: install
 	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-memberships -- $(BIN)/python bench/membership_bench.py
 
+## bench-events: a leaver's signed source event to Moodle, over HTTP with a real worker (bench/RESULTS.md)
+.PHONY: bench-events
+bench-events: install
+	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-events -- $(BIN)/python bench/event_bench.py
+
 ## bench-pages: every list page and the Overview at 1,000 and 1,000,000 records (results in bench/RESULTS.md)
 bench-pages: install
 	$(BIN)/python -m integration_hub.devservices run --var-dir var/bench-pages -- $(BIN)/python bench/pages_bench.py

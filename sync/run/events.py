@@ -218,5 +218,9 @@ class EventPhase:
         now = timezone.now()
         for event in events:
             InboundEvent.objects.filter(pk=event.pk).update(
-                status=EventStatus.APPLIED, applied_at=now, reason=self.outcomes.get(event.pk, "sent")[:500]
+                status=EventStatus.APPLIED,
+                applied_at=now,
+                reason=self.outcomes.get(event.pk, f"its people were planned and sent by run #{self.run.pk}")[
+                    :500
+                ],
             )

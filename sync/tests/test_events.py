@@ -284,7 +284,7 @@ def test_events_a_stopped_run_took_are_handed_back_and_get_a_new_run(client, sit
     assert SyncRun.objects.filter(site=site, kind=RunKind.EVENT, status=RunStatus.QUEUED).count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @override_settings(ALLOWED_HOSTS=["hub.test"])
 def test_the_simulator_as_the_plugin_turns_a_hand_edit_into_drift_the_policy_mends(
     tmp_path, clean_redis, hub_admin

@@ -34,15 +34,15 @@ from ..choices import (
     MembershipState,
     MembershipStatus,
     ResolutionAction,
-    ResolutionStatus,
 )
 from ..models import Discrepancy, Membership, MembershipTarget, Resolution, RunEvent, SyncRecord, SyncRun
 from ..moodle.client import MoodleClient
 from ..words import counted
 from .context import RunContext
-from .membership_staging import settle
+from .membership_staging import membership_discrepancy, settle
 from .membership_targets import TargetResolver
 from .memberships import MembershipPhase
+from .reconcile import applied_by_policy
 
 PAGE = 1000  # enrolled users per core_enrol_get_enrolled_users call
 _ROW_FIELDS = ["desired", "synced", "synced_role", "synced_times", "status", "error_message", "last_run"]
@@ -262,31 +262,11 @@ class MembershipReconciler:
         return row
 
     def _discrepancy(self, row: Membership, kind: str, action: str, what: str) -> Discrepancy:
-        record = row.record
-        target = row.target
         safe = action not in ResolutionAction.destructive()
         automatic = safe and kind in (self.site.auto_apply_kinds or [])
-        return Discrepancy(
-            site=self.site,
-            run=self.run,
-            record=record,
-            membership=row,
-            kind=kind,
-            status=DiscrepancyStatus.AUTO if automatic else DiscrepancyStatus.OPEN,
-            external_id=record.external_id,
-            moodle_user_id=record.moodle_id,
-            summary=f"{record.external_id} ({record.username}) {what}: {target.get_kind_display().lower()} "
-            f"{target.key}"[:500],
-            source_values={
-                "target": target.key,
-                "kind": target.kind,
-                "desired": row.desired,
-                "role": row.role,
-            },
-            moodle_values={"id": target.moodle_id},
-            proposed_action=action,
-            needs_approval=not automatic,
-        )
+        status = DiscrepancyStatus.AUTO if automatic else DiscrepancyStatus.OPEN
+        where = f"{row.target.get_kind_display().lower()} {row.target.label}"
+        return membership_discrepancy(self.run, row, kind, action, status, f"{what}: {where}")
 
     def _guard(self, target: MembershipTarget, found: list[Discrepancy]) -> None:
         removals = [d for d in found if d.proposed_action in ResolutionAction.membership_removals()]
@@ -336,21 +316,7 @@ class MembershipReconciler:
         resolutions = []
         for item in self.automatic:
             ok = states.get(item.membership_id) == MembershipStatus.OK
-            item.status = DiscrepancyStatus.APPLIED if ok else DiscrepancyStatus.FAILED
-            resolutions.append(
-                Resolution(
-                    site=self.site,
-                    discrepancy=item,
-                    action=item.proposed_action,
-                    status=ResolutionStatus.APPLIED if ok else ResolutionStatus.FAILED,
-                    automatic=True,
-                    run=self.run,
-                    decided_at=now,
-                    applied_at=now if ok else None,
-                    outcome="applied by the site's policy"
-                    if ok
-                    else "not applied: see the membership's error",
-                )
-            )
+            failure = "not applied: see the membership's error"
+            resolutions.append(applied_by_policy(self.run, item, ok, failure, now))
         Discrepancy.objects.bulk_update(self.automatic, ["status"])
         Resolution.objects.bulk_create(resolutions, batch_size=500)

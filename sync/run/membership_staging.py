@@ -56,6 +56,28 @@ class MembershipCounts:
         }
 
 
+def membership_discrepancy(
+    run: SyncRun, row: Membership, kind: str, action: str, status: str, what: str
+) -> Discrepancy:
+    """A difference about one person's place in one course or cohort, with the change it proposes."""
+    record, target = row.record, row.target
+    return Discrepancy(
+        site=run.site,
+        run=run,
+        record=record,
+        membership=row,
+        kind=kind,
+        status=status,
+        external_id=record.external_id,
+        moodle_user_id=record.moodle_id,
+        summary=f"{record.external_id} ({record.username}) {what}"[:500],
+        source_values={"target": target.key, "kind": target.kind, "desired": row.desired, "role": row.role},
+        moodle_values={"id": target.moodle_id},
+        proposed_action=action,
+        needs_approval=status != DiscrepancyStatus.AUTO,
+    )
+
+
 def needs_staging(record: SyncRecord | None, mapped: MappedRecord) -> bool:
     return bool(mapped.membership_hash) and (
         record is None or record.membership_hash != mapped.membership_hash

@@ -46,7 +46,7 @@ from ..moodle.client import MoodleClient, cohort_member
 from ..moodle.errors import MoodleError
 from ..words import counted
 from .context import RunContext, RunStopped
-from .membership_staging import settle
+from .membership_staging import membership_discrepancy, settle
 from .membership_targets import NO_MANUAL, NoManualEnrolment, TargetResolver
 
 CHUNK = 2000  # memberships committed together
@@ -209,26 +209,11 @@ class MembershipPhase:
         Discrepancy.objects.filter(membership__in=rows, status__in=DiscrepancyStatus.waiting()).update(
             status=DiscrepancyStatus.SUPERSEDED
         )
+        what = f"left {target.label}; the change was held back by the blast-radius guard"
         Discrepancy.objects.bulk_create(
             [
-                Discrepancy(
-                    site=self.site,
-                    run=self.run,
-                    record=row.record,
-                    membership=row,
-                    kind=DiscrepancyKind.MEMBERSHIP_LEFT,
-                    status=DiscrepancyStatus.BLOCKED,
-                    external_id=row.record.external_id,
-                    moodle_user_id=row.record.moodle_id,
-                    summary=f"{row.record.external_id} ({row.record.username}) left "
-                    f"{target.get_kind_display().lower()} "
-                    f"{target.key}; the change was held back by the blast-radius guard"[:500],
-                    source_values={"target": target.key, "kind": target.kind},
-                    moodle_values={
-                        "courseid" if target.kind == MembershipKind.COURSE else "cohortid": target.moodle_id
-                    },
-                    proposed_action=action,
-                    needs_approval=True,
+                membership_discrepancy(
+                    self.run, row, DiscrepancyKind.MEMBERSHIP_LEFT, action, DiscrepancyStatus.BLOCKED, what
                 )
                 for row in rows
             ]
@@ -497,23 +482,16 @@ class MembershipPhase:
         an admin approves it, within the guard, course by course."""
         if not rows:
             return
+        what = "left course {key}; the enrolment is suspended, and the site's policy proposes to unenrol them"
         Discrepancy.objects.bulk_create(
             [
-                Discrepancy(
-                    site=self.site,
-                    run=self.run,
-                    record=row.record,
-                    membership=row,
-                    kind=DiscrepancyKind.MEMBERSHIP_LEFT,
-                    status=DiscrepancyStatus.OPEN,
-                    external_id=row.record.external_id,
-                    moodle_user_id=row.record.moodle_id,
-                    summary=f"{row.record.external_id} ({row.record.username}) left course {row.target.key}; "
-                    "the enrolment is suspended, and the site's policy proposes to unenrol them"[:500],
-                    source_values={"target": row.target.key, "kind": row.target.kind},
-                    moodle_values={"courseid": row.target.moodle_id},
-                    proposed_action=ResolutionAction.UNENROL,
-                    needs_approval=True,
+                membership_discrepancy(
+                    self.run,
+                    row,
+                    DiscrepancyKind.MEMBERSHIP_LEFT,
+                    ResolutionAction.UNENROL,
+                    DiscrepancyStatus.OPEN,
+                    what.format(key=row.target.key),
                 )
                 for row in rows
             ]

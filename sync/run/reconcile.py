@@ -65,6 +65,22 @@ def _values(user: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return {name: user.get(name) for name in fields}
 
 
+def applied_by_policy(run: SyncRun, discrepancy: Discrepancy, ok: bool, failure: str, now) -> Resolution:
+    """The trail of a discrepancy the site's policy applied without approval (its status set to match)."""
+    discrepancy.status = DiscrepancyStatus.APPLIED if ok else DiscrepancyStatus.FAILED
+    return Resolution(
+        site=run.site,
+        discrepancy=discrepancy,
+        action=discrepancy.proposed_action,
+        status=ResolutionStatus.APPLIED if ok else ResolutionStatus.FAILED,
+        automatic=True,
+        run=run,
+        decided_at=now,
+        applied_at=now if ok else None,
+        outcome="applied by the site's policy" if ok else failure,
+    )
+
+
 class Reconciler:
     """A phase of a run of kind reconcile: the run (its RunContext) holds the site's lock and the client."""
 
@@ -422,22 +438,8 @@ class Reconciler:
         for discrepancy in automatic.select_related("record"):
             record = discrepancy.record
             ok = record is not None and record.sync_status == SyncStatus.OK
-            discrepancy.status = DiscrepancyStatus.APPLIED if ok else DiscrepancyStatus.FAILED
-            resolutions.append(
-                Resolution(
-                    site=self.site,
-                    discrepancy=discrepancy,
-                    action=discrepancy.proposed_action,
-                    status=ResolutionStatus.APPLIED if ok else ResolutionStatus.FAILED,
-                    automatic=True,
-                    run=self.run,
-                    decided_at=now,
-                    applied_at=now if ok else None,
-                    outcome="applied by the site's policy"
-                    if ok
-                    else f"not applied: {record.error_message if record else 'no record'}",
-                )
-            )
+            failure = f"not applied: {record.error_message if record else 'no record'}"
+            resolutions.append(applied_by_policy(self.run, discrepancy, ok, failure, now))
         Discrepancy.objects.bulk_update(
             list({r.discrepancy.pk: r.discrepancy for r in resolutions}.values()), ["status"]
         )

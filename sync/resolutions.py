@@ -57,6 +57,7 @@ from .moodle.client import cohort_member
 from .moodle.errors import SeamError
 from .roles import APPROVE_PERMISSION, check_may_decide
 from .run.connect import NoActiveToken, client_for
+from .run.memberships import enrolment_item
 from .words import counted
 
 if TYPE_CHECKING:
@@ -128,16 +129,8 @@ def membership_calls(action: str, discrepancy: Discrepancy) -> list:
     if action == ResolutionAction.UNENROL:
         item = {"userid": user_id, "courseid": target.moodle_id}
         return [{"function": "enrol_manual_unenrol_users", "params": {"enrolments": [item]}}]
-    item = {
-        "roleid": int(target.site.role_ids.get(membership.role, 0)),
-        "userid": user_id,
-        "courseid": target.moodle_id,
-    }
-    item.update(
-        {k: v for k, v in (("timestart", membership.timestart), ("timeend", membership.timeend)) if v}
-    )
-    if action == ResolutionAction.SUSPEND_ENROLMENT:
-        item["suspend"] = 1
+    role_id = int(target.site.role_ids.get(membership.role, 0))
+    item = enrolment_item(membership, role_id, suspend=action == ResolutionAction.SUSPEND_ENROLMENT)
     return [{"function": "enrol_manual_enrol_users", "params": {"enrolments": [item]}}]
 
 

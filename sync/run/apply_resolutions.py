@@ -50,6 +50,7 @@ from ..roles import check_may_decide
 from ..words import counted
 from .batch import BatchProcessor
 from .membership_staging import settle
+from .memberships import missing_for, not_in_moodle
 
 if TYPE_CHECKING:
     from ..moodle.client import MoodleClient
@@ -314,16 +315,15 @@ class Applier:
                 self.executor.handle_interruption(cause)
                 continue
             break
-        missing = {
-            w.get("message", "")
-            for w in (answer or {}).get("warnings", [])
-            if str(w.get("warningcode")) == "2"
-        }
+        warnings = answer.get("warnings", []) if isinstance(answer, dict) else []
+        missing = not_in_moodle(
+            str(w.get("message", "")) for w in warnings if str(w.get("warningcode")) == "2"
+        )
         for resolution in group:
             membership = resolution.discrepancy.membership
-            if any(f"={membership.record.moodle_id} " in f"{m} " for m in missing):
+            if gone := missing_for(membership, missing):
                 outcomes[resolution.pk] = Outcome(
-                    False, f"Moodle did not apply it: {'; '.join(sorted(missing))}", "errors"
+                    False, f"Moodle did not apply it: {'; '.join(gone)}", "errors"
                 )
                 continue
             _settle_membership(membership, resolution.action, self.run)

@@ -62,6 +62,34 @@ _ROLE_ID = re.compile(r"role\s*\((\d+)\)")
 _NOT_EXISTS = re.compile(r"(user|cohort) id=(\d+) not exists")
 
 
+def enrolment_item(row: Membership, role_id: int, *, suspend: bool) -> dict:
+    """One enrolment as enrol_manual_enrol_users takes it. Dates are sent only when set: Moodle sets an
+    omitted date to 0, which is what "no date" means here too."""
+    item = {"roleid": role_id, "userid": row.record.moodle_id, "courseid": row.target.moodle_id}
+    if row.timestart:
+        item["timestart"] = row.timestart
+    if row.timeend:
+        item["timeend"] = row.timeend
+    if suspend:
+        item["suspend"] = 1
+    return item
+
+
+def not_in_moodle(messages) -> set[tuple[str, int]]:
+    """The users and cohorts core_cohort_add_cohort_members' warnings say do not exist, as ("user", id) and
+    ("cohort", id); warning 3, already a member, is not among them (it is what was wanted)."""
+    return {(found.group(1), int(found.group(2))) for m in messages if (found := _NOT_EXISTS.search(m))}
+
+
+def missing_for(row: Membership, missing: set[tuple[str, int]]) -> list[str]:
+    """What of this membership Moodle said does not exist: the person, the cohort, or neither."""
+    return [
+        f"{kind} {ident} does not exist in Moodle"
+        for kind, ident in (("user", row.record.moodle_id), ("cohort", row.target.moodle_id))
+        if (kind, ident) in missing
+    ]
+
+
 def membership_calls(counts, targets: set[tuple[str, str, str, str]]) -> int:
     """About how many calls the membership phase makes for what a dry run staged: one look-up per course,
     one cohort listing (and a create), the enrolments 500 to a call, cohort changes per chunk."""
@@ -262,18 +290,9 @@ class MembershipPhase:
         failures = self.client.add_cohort_members(
             [cohort_member(r.target.moodle_id, r.record.moodle_id) for r in rows]
         )
-        missing: set[tuple[str, int]] = set()
-        for failure in failures:
-            found = _NOT_EXISTS.search(failure.message)
-            if failure.warningcode == "2" and found:
-                missing.add((found.group(1), int(found.group(2))))
-            # warning 3, already a member, is what was wanted
+        missing = not_in_moodle(f.message for f in failures if f.warningcode == "2")
         for row in rows:
-            gone = [
-                f"{kind} {ident} does not exist in Moodle"
-                for kind, ident in (("user", row.record.moodle_id), ("cohort", row.target.moodle_id))
-                if (kind, ident) in missing
-            ]
+            gone = missing_for(row, missing)
             outcome[row.pk] = (
                 (
                     MembershipStatus.ERROR,
@@ -328,18 +347,7 @@ class MembershipPhase:
         self.client.enrol_users([self._enrolment(r) for r in rows])
 
     def _enrolment(self, row: Membership) -> dict:
-        item = {
-            "roleid": self.role_ids[row.role],
-            "userid": row.record.moodle_id,
-            "courseid": row.target.moodle_id,
-        }
-        if row.timestart:
-            item["timestart"] = row.timestart
-        if row.timeend:
-            item["timeend"] = row.timeend
-        if row.desired != MembershipState.ACTIVE:
-            item["suspend"] = 1
-        return item
+        return enrolment_item(row, self.role_ids[row.role], suspend=row.desired != MembershipState.ACTIVE)
 
     def _halving(
         self,

@@ -543,3 +543,16 @@ def test_a_course_made_in_moodle_after_a_run_named_it_unknown_is_enrolled_by_the
     transport.sent.clear()
     third = run_sync(site, transport)  # in step now: not even a look-up
     assert transport.count("core_course_get_courses_by_field") == 0 and third.enrolled == 0
+
+
+def test_a_missing_cohort_is_never_read_as_a_missing_person_with_the_same_id():
+    from types import SimpleNamespace
+
+    from sync.run.memberships import missing_for, not_in_moodle
+
+    row = SimpleNamespace(record=SimpleNamespace(moodle_id=12), target=SimpleNamespace(moodle_id=3))
+    assert missing_for(row, not_in_moodle(["cohort id=12 not exists"])) == []
+    assert missing_for(row, not_in_moodle(["user id=12 not exists"])) == ["user 12 does not exist in Moodle"]
+    assert missing_for(row, not_in_moodle(["cohort id=3 not exists", "user id=120 not exists"])) == [
+        "cohort 3 does not exist in Moodle"
+    ]

@@ -163,6 +163,10 @@ def hhmm(value: datetime | float | None) -> str:
     return timezone.localtime(value).strftime("%H:%M %Z")
 
 
+# Refused webhook requests this recent make a site need attention: their sender is losing its changes.
+REFUSED_EVENTS_WINDOW = timedelta(hours=1)
+
+
 def _slow_ms() -> float:
     return float(settings.MOODLE_BREAKER.get("latency_p90_ms") or 3000.0)
 
@@ -225,6 +229,10 @@ def _facts(ids: list[int], now: datetime, *, include_alerts: bool) -> _Facts:
         "errors": SyncRecord.objects.filter(sync_status=SyncStatus.ERROR),
         "conflicts": Conflict.objects.filter(status=ConflictStatus.OPEN),
         "membership_errors": Membership.objects.filter(status=MembershipStatus.ERROR),
+        # A sender whose requests are refused (a wrong secret, a skewed clock) is losing its changes.
+        "refused_events": InboundEvent.objects.filter(
+            status=EventStatus.REFUSED, received_at__gte=now - REFUSED_EVENTS_WINDOW
+        ),
         "discrepancies": Discrepancy.objects.filter(status__in=DiscrepancyStatus.waiting()),
         "blocked": Discrepancy.objects.filter(status=DiscrepancyStatus.BLOCKED),
     }
@@ -350,6 +358,7 @@ class _Findings:
         self._last_run()
         self._moodle_load()
         self._waiting_work()
+        self._refused_events()
         self._silent_events()
         self._alerts()
         if self.paused is not None:
@@ -635,6 +644,19 @@ class _Findings:
                 "Open them: each says what Moodle refused or what is wrong in the source.",
                 _url("sync:site_memberships", slug, query={"status": MembershipStatus.ERROR}),
                 "Memberships in error",
+            )
+
+    def _refused_events(self) -> None:
+        refused = self.counts.get("refused_events", 0)
+        if refused:
+            self.add(
+                ATTENTION,
+                "refused_events",
+                f"{_plural(refused, 'webhook request was', 'webhook requests were')} refused in the last "
+                "hour: their changes did not reach the hub.",
+                "See why on the Events page (a wrong secret, a clock off by minutes, a body too big).",
+                _url("sync:site_events", self.site.slug, query={"status": EventStatus.REFUSED}),
+                "Events",
             )
 
     def _silent_events(self) -> None:

@@ -145,7 +145,6 @@ class EventPhase:
             record__in=records, membership__isnull=True, status__in=DiscrepancyStatus.waiting()
         ).update(status=DiscrepancyStatus.SUPERSEDED)
         reconciler = Reconciler(self.ctx, self.client, None)
-        reconciler.mapping = self.site.mapping()
         reconciler.compare_people([MappedRecord.staged(r) for r in records if r.payload])
         reconciler.apply_automatic()
 

@@ -180,8 +180,10 @@ def stage(
             target = targets[(desired.kind, desired.key)]
             row = rows.get(target.pk) if target.pk else None
             if row is None:
+                # A person new in a dry run has no record yet: their rows are counted, never saved.
                 row = Membership(site=site, record=record, target=target, status=MembershipStatus.PENDING)
-                (new if record is not None else []).append(row)
+                if record is not None:
+                    new.append(row)
             elif row not in changed:
                 changed.append(row)
             _want(row, desired, run)

@@ -89,6 +89,7 @@ class Reconciler:
         self.client = client
         self.run: SyncRun = executor.run
         self.site = executor.site
+        self.mapping = self.site.mapping()  # what the source's people are compared through
         self.service_user_id = service_user_id
         self.present_user_ids: set[int] = set()
         self.seen: set[str] = set()
@@ -100,8 +101,7 @@ class Reconciler:
             status=ResolutionStatus.REJECTED, note="superseded by a later reconciliation"
         )
         waiting.update(status=DiscrepancyStatus.SUPERSEDED)
-        source, mapping = self.executor.source_and_mapping()
-        self.mapping = mapping
+        source, self.mapping = self.executor.source_and_mapping()
         known = SyncRecord.objects.filter(site=self.site).count()
         SyncRun.objects.filter(pk=self.run.pk).update(progress_total=known)
         for chunk in chunked(source.records(), self.site.batch_size):

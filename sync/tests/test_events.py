@@ -392,3 +392,20 @@ def test_enrolment_events_from_moodle_are_checked_against_the_memberships(
     assert post(client, site, "moodle", body, event_id="elsewhere").status_code == 202
     assert event_run(site, moodle).status in (RunStatus.SUCCEEDED, RunStatus.PROBLEMS)
     assert "not one the hub manages" in InboundEvent.objects.get(event_id="elsewhere").reason
+
+
+def test_refused_requests_make_the_site_need_attention_for_an_hour(client, site):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.site_state import ATTENTION, site_state
+
+    assert not [f for f in site_state(site).findings if f.key == "refused_events"]
+    post(client, site, "source", {"people": [leaver(1)]}, secret="an old secret")
+    post(client, site, "source", {"people": [leaver(1)]}, event_id="ev-2", stamp=int(time.time()) - 900)
+    (finding,) = [f for f in site_state(site).findings if f.key == "refused_events"]
+    assert finding.state == ATTENTION and "2 webhook requests were refused in the last hour" in finding.reason
+    assert finding.link == f"/sites/{site.slug}/events/?status=refused"
+    later = timezone.now() + timedelta(minutes=61)
+    assert not [f for f in site_state(site, now=later).findings if f.key == "refused_events"]

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
+from monitoring.metrics import Percentile
 from web.csv_export import queryset_csv
 from web.pages import list_page
 
@@ -24,27 +25,11 @@ SUMMARY_WINDOW = timedelta(hours=24)
 HOOK_URL_NAMES = {HookDirection.SOURCE: "sync:source_hook", HookDirection.MOODLE: "sync:moodle_hook"}
 
 
-class _WithinGroup(Aggregate):
-    """A PostgreSQL ordered-set aggregate, `fn(argument) WITHIN GROUP (ORDER BY expression)`: the day's
-    figures come from the one query that counts them, however many events the day had."""
-
-    template = "%(function)s(%(argument)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-
-
-class Percentile(_WithinGroup):
-    function = "percentile_cont"
-
-    def __init__(self, expression, fraction: float, **extra) -> None:
-        super().__init__(expression, argument=repr(float(fraction)), **extra)
-
-
-class Mode(_WithinGroup):
-    """The most frequent value (one of them, on a tie)."""
+class Mode(Aggregate):
+    """PostgreSQL's mode(): the most frequent value (one of them, on a tie), in the query that counts."""
 
     function = "mode"
-
-    def __init__(self, expression, **extra) -> None:
-        super().__init__(expression, argument="", **extra)
+    template = "%(function)s() WITHIN GROUP (ORDER BY %(expressions)s)"
 
 
 LATENCY = ExpressionWrapper(F("applied_at") - F("received_at"), output_field=DurationField())

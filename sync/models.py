@@ -38,6 +38,7 @@ from .choices import (
 )
 from .mapping import Mapping
 from .moodle.limits import DEFAULT_LIMITS
+from .words import MEMBERSHIP_COUNTER_WORDS
 
 
 def default_auto_apply() -> list[str]:
@@ -399,21 +400,14 @@ class SyncRun(models.Model):
         "enrolled", "enrolments_suspended", "cohort_added", "cohort_removed", "membership_errors",
         "memberships_held",
     )  # fmt: skip
-    MEMBERSHIP_COUNTERS = (
-        "enrolled", "enrolments_suspended", "cohort_added", "cohort_removed", "membership_errors",
-        "memberships_held",
-    )  # fmt: skip
     # What a run leaves for a person; any of these turns a finished run into "finished with problems".
     LEFT_BEHIND = {
         "dead_lettered": ("dead letter", "dead letters"),
         "errors": ("record in error", "records in error"),
         "conflicts": ("conflict", "conflicts"),
         "blocked": ("suspension held back by the guard", "suspensions held back by the guard"),
-        "membership_errors": ("membership in error", "memberships in error"),
-        "memberships_held": (
-            "membership change held back by the guard",
-            "membership changes held back by the guard",
-        ),
+        "membership_errors": MEMBERSHIP_COUNTER_WORDS["membership_errors"],
+        "memberships_held": MEMBERSHIP_COUNTER_WORDS["memberships_held"],
     }
 
     class Meta:

@@ -10,7 +10,7 @@ def counted(n: int, singular: str, plural: str | None = None, *, grouped: bool =
     return f"{number} {singular if n == 1 else (plural or singular + 's')}"
 
 
-# What each membership counter of a run counts (SyncRun.MEMBERSHIP_COUNTERS), one and many. A person may
+# What each membership counter of a run (a SyncRun field) counts, one and many. A person may
 # have many memberships, so these count memberships, never people.
 MEMBERSHIP_COUNTER_WORDS = {
     "enrolled": ("enrolment made, changed or re-activated", "enrolments made, changed or re-activated"),
